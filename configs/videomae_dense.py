@@ -1,0 +1,9 @@
+# VideoMAE ViT-B on Kinetics-400 through mmtokred's backbone, no reduction:
+# the reference that every reduced config is compared with.
+_base_ = 'mmaction::recognition/videomae/vit-base-p16_videomae-k400-pre_16x4x1_kinetics-400.py'  # noqa: E501
+
+custom_imports = dict(imports=['mmtokred'], allow_failed_imports=False)
+
+model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
+
+load_from = 'https://download.openmmlab.com/mmaction/v1.0/recognition/videomae/vit-base-p16_videomae-k400-pre_16x4x1_kinetics-400_20221013-860a3cd3.pth'  # noqa: E501

@@ -1,0 +1,8 @@
+# VideoMAE ViT-L on Kinetics-400 through mmtokred's backbone, no reduction.
+_base_ = 'mmaction::recognition/videomae/vit-large-p16_videomae-k400-pre_16x4x1_kinetics-400.py'  # noqa: E501
+
+custom_imports = dict(imports=['mmtokred'], allow_failed_imports=False)
+
+model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
+
+load_from = 'https://download.openmmlab.com/mmaction/v1.0/recognition/videomae/vit-large-p16_videomae-k400-pre_16x4x1_kinetics-400_20221013-229dbb03.pth'  # noqa: E501

@@ -1,0 +1,9 @@
+# VideoMAE V2 ViT-B (distilled from ViT-g, K710 pre-trained) on Kinetics-400
+# through mmtokred's backbone, no reduction.
+_base_ = 'mmaction::recognition/videomaev2/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400.py'  # noqa: E501
+
+custom_imports = dict(imports=['mmtokred'], allow_failed_imports=False)
+
+model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
+
+load_from = 'https://download.openmmlab.com/mmaction/v1.0/recognition/videomaev2/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth'  # noqa: E501

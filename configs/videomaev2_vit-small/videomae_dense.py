@@ -1,0 +1,9 @@
+# VideoMAE V2 ViT-S (distilled from ViT-g, K710 pre-trained) on Kinetics-400
+# through mmtokred's backbone, no reduction.
+_base_ = 'mmaction::recognition/videomaev2/vit-small-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400.py'  # noqa: E501
+
+custom_imports = dict(imports=['mmtokred'], allow_failed_imports=False)
+
+model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
+
+load_from = 'https://download.openmmlab.com/mmaction/v1.0/recognition/videomaev2/vit-small-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400/vit-small-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-25c748fd.pth'  # noqa: E501

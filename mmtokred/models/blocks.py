@@ -1,0 +1,66 @@
+"""Thin patches of mmaction's VideoMAE attention and block.
+
+The backbone swaps the classes of its stock modules to these subclasses
+(as ToMe does), so parameters and state-dict keys stay exactly the stock ones.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmaction.models.backbones.vit_mae import Attention, Block
+from torch import Tensor
+
+from ..ops import TokenState
+from .reducers import BlockReducer
+
+
+class FusedAttention(Attention):
+    """mmaction's Attention through ``scaled_dot_product_attention``.
+
+    Same weights and result; no ``(B, H, N, N)`` matrix is materialised.
+    """
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Attend over ``x`` ``(B, N, C)``.
+
+        Returns:
+            The attention output ``(B, N, C)`` and the keys averaged over
+            heads ``(B, N, C/H)``, the similarity metric of token merging.
+        """
+        B, N, C = x.shape
+        if hasattr(self, 'q_bias'):
+            qkv_bias = torch.cat(
+                (self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+            qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        else:
+            qkv = self.qkv(x)
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads,
+                              -1).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            dropout_p=self.attn_drop.p if self.training else 0.,
+            scale=self.scale)
+        x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+        return x, k.mean(1)
+
+
+class ReducibleBlock(Block):
+    """mmaction's pre-norm Block with a token reducer before the MLP."""
+
+    def forward(self,
+                x: Tensor,
+                state: TokenState,
+                reducer: Optional[BlockReducer] = None,
+                block_index: int = 0) -> Tuple[Tensor, TokenState]:
+        """Run the block on ``x`` ``(B, N, C)``; ``reducer`` may shrink N."""
+        gamma_1 = getattr(self, 'gamma_1', None)
+        gamma_2 = getattr(self, 'gamma_2', None)
+        attn, keys = self.attn(self.norm1(x))
+        x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
+        if reducer is not None:
+            x, state = reducer(x, keys, state, block_index)
+        mlp = self.mlp(self.norm2(x))
+        x = x + self.drop_path(mlp if gamma_2 is None else gamma_2 * mlp)
+        return x, state

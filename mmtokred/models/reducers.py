@@ -1,0 +1,93 @@
+"""The two places where a token reducer plugs into the backbone.
+
+``token_reduction=dict(input=..., blocks=...)`` of
+:class:`~mmtokred.models.TokenReductionVisionTransformer` names one reducer
+for each place, each a config dict of a module registered in mmaction's
+``MODELS``:
+
+- ``input``: an :class:`InputReducer`. It sees the normalised clip before the
+  patch projection and decides which tokens the first block gets, so that
+  every block, and the peak memory, see fewer tokens.
+- ``blocks``: a :class:`BlockReducer`. Every block calls it between the
+  attention residual and the MLP, with the head-averaged keys of that block's
+  attention as a similarity metric.
+
+Both return the reduced tokens with their :class:`~mmtokred.ops.TokenState`,
+so sizes are tracked in one place and pooling stays size-weighted.
+"""
+from typing import Dict, Optional, Tuple
+
+from mmaction.registry import MODELS
+from torch import Tensor, nn
+
+from ..ops import TokenState
+
+STAGES = ('input', 'blocks')
+
+
+class InputReducer(nn.Module):
+    """Turns a clip into (fewer) tokens before the first block."""
+
+    def forward(self, video: Tensor, projection: nn.Conv3d,
+                pos_embed: Tensor) -> Tuple[Tensor, TokenState]:
+        """Embed ``video`` keeping only the tokens the blocks should see.
+
+        Args:
+            video: normalised clip ``(B, C, T, H, W)``, already checked to be
+                a whole number of tubelets.
+            projection: the backbone's tubelet projection (Conv3d with
+                kernel = stride = tubelet shape). Project only what survives.
+            pos_embed: ``(1, N, C)`` position embedding of the full
+                ``(T', H', W')`` grid, flattened as ``t*H'*W' + h*W' + w``.
+
+        Returns:
+            Tokens ``(B, N', C)`` with position embedding added, and their
+            state (``size`` must sum to N over the tokens of each clip).
+        """
+        raise NotImplementedError
+
+
+class BlockReducer(nn.Module):
+    """Reduces the tokens inside a block, between attention and MLP."""
+
+    def forward(self, x: Tensor, keys: Tensor, state: TokenState,
+                block_index: int) -> Tuple[Tensor, TokenState]:
+        """Return the reduced tokens of block ``block_index``.
+
+        Args:
+            x: tokens ``(B, N, C)`` after the attention residual.
+            keys: that attention's keys averaged over heads ``(B, N, C/H)``.
+            state: what the tokens stand for.
+            block_index: position of the block, from 0.
+        """
+        raise NotImplementedError
+
+
+def build_token_reduction(
+    cfg: Optional[Dict]
+) -> Tuple[Optional[InputReducer], Optional[BlockReducer]]:
+    """Build the reducers named by a backbone's ``token_reduction``."""
+    if cfg is None:
+        return None, None
+    if not isinstance(cfg, dict):
+        raise TypeError('token_reduction must be None or a dict with the keys '
+                        f'{STAGES}, got {type(cfg).__name__}')
+    unknown = sorted(set(cfg) - set(STAGES))
+    if unknown:
+        raise ValueError(
+            f'token_reduction has unknown keys {unknown}; allowed: '
+            "'input' (a reducer of the tubelets before the first block) and "
+            "'blocks' (a reducer called inside every block)")
+    built = []
+    for stage, base in zip(STAGES, (InputReducer, BlockReducer)):
+        stage_cfg = cfg.get(stage)
+        if stage_cfg is None:
+            built.append(None)
+            continue
+        reducer = MODELS.build(stage_cfg)
+        if not isinstance(reducer, base):
+            raise TypeError(
+                f'token_reduction.{stage} must build a {base.__name__}, but '
+                f'{stage_cfg.get("type")!r} built a {type(reducer).__name__}')
+        built.append(reducer)
+    return built[0], built[1]

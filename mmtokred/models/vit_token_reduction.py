@@ -1,0 +1,139 @@
+"""VideoMAE backbone with fused attention and pluggable token reduction."""
+import inspect
+from typing import Dict, List, Optional, Tuple
+
+import torch.nn.functional as F
+from mmaction.models.backbones.vit_mae import VisionTransformer
+from mmaction.registry import MODELS
+from torch import Tensor
+
+from ..ops import TokenState
+from .blocks import FusedAttention, ReducibleBlock
+from .reducers import build_token_reduction
+
+_STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
+
+
+def _check_build_args(args: inspect.BoundArguments) -> None:
+    for name in ('patch_size', 'num_frames', 'tubelet_size', 'embed_dims',
+                 'num_heads'):
+        value = args.arguments[name]
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f'{name} must be a positive integer, got {value}')
+    frames, tubelet = args.arguments['num_frames'], args.arguments[
+        'tubelet_size']
+    if frames % tubelet:
+        raise ValueError(f'num_frames={frames} must be a multiple of '
+                         f'tubelet_size={tubelet}')
+    img_size, patch = args.arguments['img_size'], args.arguments['patch_size']
+    if not isinstance(img_size, int) or img_size < patch or img_size % patch:
+        raise ValueError(f'img_size={img_size} must be an integer multiple of '
+                         f'patch_size={patch}')
+    dims, heads = args.arguments['embed_dims'], args.arguments['num_heads']
+    if dims % heads:
+        raise ValueError(
+            f'embed_dims={dims} must be a multiple of num_heads={heads}')
+
+
+@MODELS.register_module()
+class TokenReductionVisionTransformer(VisionTransformer):
+    """mmaction's VideoMAE ``VisionTransformer`` with token reduction.
+
+    Takes every argument of the stock class and has the same state-dict keys,
+    so official checkpoints load unchanged. Attention runs through
+    ``scaled_dot_product_attention``. With ``token_reduction=None`` the output
+    equals the stock backbone's.
+
+    Args:
+        token_reduction (dict, optional): ``dict(input=..., blocks=...)``,
+            each an optional config of a registered reducer; see
+            :mod:`mmtokred.models.reducers`. None keeps every token.
+        *args, **kwargs: the arguments of mmaction's ``VisionTransformer``.
+
+    Attributes:
+        tokens_per_block (list[int]): tokens that entered each block during
+            the last forward pass.
+    """
+
+    def __init__(self,
+                 *args,
+                 token_reduction: Optional[Dict] = None,
+                 **kwargs) -> None:
+        bound = _STOCK_SIGNATURE.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        _check_build_args(bound)
+        if token_reduction is not None and bound.arguments['return_feat_map']:
+            raise ValueError(
+                'return_feat_map=True needs the dense (T, H, W) token grid, '
+                'which token_reduction removes: set token_reduction=None or '
+                'return_feat_map=False')
+        super().__init__(*args, **kwargs)
+        self.num_frames = bound.arguments['num_frames']
+        self.tubelet_size = bound.arguments['tubelet_size']
+        self.in_channels = bound.arguments['in_channels']
+        for block in self.blocks:
+            block.__class__ = ReducibleBlock
+            block.attn.__class__ = FusedAttention
+        self.input_reducer, self.block_reducer = build_token_reduction(
+            token_reduction)
+        self.tokens_per_block: List[int] = []
+
+    def _check_input(self, x: Tensor) -> Tuple[int, int, int]:
+        """Validate a clip batch and return its (T', H', W') token grid."""
+        if x.dim() != 5:
+            raise ValueError('the backbone takes clips of shape (B, C, T, H, '
+                             f'W), got a tensor of shape {tuple(x.shape)}')
+        _, channels, frames, height, width = x.shape
+        if channels != self.in_channels:
+            raise ValueError(f'input has C={channels} channels, the backbone '
+                             f'was built for in_channels={self.in_channels}')
+        if frames != self.num_frames:
+            raise ValueError(
+                f'input has T={frames} frames; the position embedding serves '
+                f'exactly num_frames={self.num_frames} (a multiple of '
+                f'tubelet_size={self.tubelet_size})')
+        for name, value in (('H', height), ('W', width)):
+            if value < self.patch_size or value % self.patch_size:
+                raise ValueError(
+                    f'input has {name}={value}, which must be a positive '
+                    f'multiple of patch_size={self.patch_size}')
+        return (frames // self.tubelet_size, height // self.patch_size,
+                width // self.patch_size)
+
+    def _position_embedding(self, h: int, w: int) -> Tensor:
+        """The (1, N, C) position embedding, resized as stock does."""
+        if (h, w) == self.grid_size:
+            return self.pos_embed
+        pos_embed = self.pos_embed.reshape(-1, *self.grid_size,
+                                           self.embed_dims).permute(0, 3, 1, 2)
+        pos_embed = F.interpolate(
+            pos_embed, size=(h, w), mode='bicubic', align_corners=False)
+        return pos_embed.permute(0, 2, 3, 1).reshape(1, -1, self.embed_dims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Features ``(B, C)`` of clips ``(B, 3, T, H, W)``.
+
+        With ``return_feat_map=True``: ``(B, C, T', H', W')``.
+        """
+        t, h, w = self._check_input(x)
+        pos_embed = self._position_embedding(h, w)
+        if self.input_reducer is None:
+            x = self.patch_embed(x)[0] + pos_embed
+            state = TokenState()
+        else:
+            x, state = self.input_reducer(x, self.patch_embed.projection,
+                                          pos_embed)
+        x = self.pos_drop(x)
+
+        self.tokens_per_block = []
+        for index, block in enumerate(self.blocks):
+            self.tokens_per_block.append(x.shape[1])
+            x, state = block(x, state, self.block_reducer, index)
+        x = self.norm(x)
+
+        if self.return_feat_map:
+            return x.reshape(-1, t, h, w,
+                             self.embed_dims).permute(0, 4, 1, 2, 3)
+        if self.fc_norm is not None:
+            return self.fc_norm(state.pool(x))
+        return x[:, 0]

@@ -1,0 +1,4 @@
+"""Pure-torch token operations: no OpenMMLab imports in this package."""
+from .token_state import TokenState
+
+__all__ = ['TokenState']

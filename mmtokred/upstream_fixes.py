@@ -1,0 +1,304 @@
+"""Workarounds for bugs of the upstream stack (MMAction2 1.2.0, mmengine 0.10.x).
+
+Every workaround of the project lives here, cites the upstream issue, and does
+nothing when the upstream bug is absent. :func:`apply` runs them all; it is
+called on ``import mmtokred`` and is idempotent.
+"""
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import pickle
+import sys
+import types
+import urllib.error
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import numpy as np
+import torch
+
+#: Environment variable naming extra classes (``module.Class``, comma
+#: separated) that checkpoints may contain. For trusted files only.
+EXTRA_SAFE_GLOBALS_ENV = 'MMTOKRED_SAFE_GLOBALS'
+
+
+# ---------------------------------------------------------------------------
+# 1. mmaction2 1.2.0 wheels lack the package mmaction/models/localizers/drn
+#    (no __init__.py upstream), yet localizers/__init__.py imports it, so
+#    `import mmaction.models` fails. open-mmlab/mmaction2#2714 (fix #2721
+#    never merged).
+# ---------------------------------------------------------------------------
+def _mmaction_root() -> Optional[Path]:
+    spec = importlib.util.find_spec('mmaction')
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def drn_is_missing() -> bool:
+    """Whether the installed mmaction lacks its DRN localizer package."""
+    root = _mmaction_root()
+    if root is None:
+        return False
+    drn = root / 'models' / 'localizers' / 'drn'
+    return not (drn / 'drn.py').exists()
+
+
+def _install_drn_placeholder() -> None:
+    name = 'mmaction.models.localizers.drn'
+    if name in sys.modules or not drn_is_missing():
+        return
+
+    class DRN:
+        """Stands in for the DRN localizer that the mmaction wheel lacks."""
+
+        def __init__(self, *args, **kwargs):
+            raise ImportError(
+                'DRN is missing from the installed mmaction2 wheel '
+                '(open-mmlab/mmaction2#2714); install mmaction2 from source '
+                'to use it.')
+
+    package = types.ModuleType(name)
+    package.__path__ = []  # a package, so `from .drn.drn import DRN` works
+    module = types.ModuleType(name + '.drn')
+    module.DRN = DRN
+    package.drn = module
+    sys.modules[name] = package
+    sys.modules[name + '.drn'] = module
+
+
+# ---------------------------------------------------------------------------
+# 2. mmaction/utils/dependency.py imports the backport `importlib_metadata`,
+#    which the mmaction2 wheel does not declare. The standard library's
+#    importlib.metadata offers the two names it uses.
+# ---------------------------------------------------------------------------
+def _alias_importlib_metadata() -> None:
+    if importlib.util.find_spec('importlib_metadata') is None:
+        sys.modules['importlib_metadata'] = importlib.metadata
+
+
+# ---------------------------------------------------------------------------
+# 3. mmengine 0.10.x resolves `mmaction::` config bases through
+#    pkg_resources, which setuptools removed (pypa/setuptools#5007, released
+#    in setuptools 81). Without it, the same two lookups via importlib.metadata.
+# ---------------------------------------------------------------------------
+def _is_installed(package: str) -> bool:
+    try:
+        importlib.metadata.distribution(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        return spec is not None and spec.origin is not None
+
+
+def _get_installed_path(package: str) -> str:
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise
+        return os.path.dirname(spec.origin)
+    top_level = (dist.read_text('top_level.txt') or package).split()[0]
+    for name in (package, top_level):
+        path = dist.locate_file(name)
+        if os.path.isdir(path):
+            return str(path)
+    spec = importlib.util.find_spec(top_level)
+    return os.path.dirname(spec.origin)
+
+
+def _replace_pkg_resources_lookups() -> None:
+    if importlib.util.find_spec('pkg_resources') is not None:
+        return
+    for module_name in ('mmengine.utils.package_utils', 'mmengine.utils',
+                        'mmengine.config.config', 'mmengine.hub.hub'):
+        module = importlib.import_module(module_name)
+        if hasattr(module, 'is_installed'):
+            module.is_installed = _is_installed
+        if hasattr(module, 'get_installed_path'):
+            module.get_installed_path = _get_installed_path
+
+
+# ---------------------------------------------------------------------------
+# 4. torch >= 2.6 loads with weights_only=True by default and mmengine never
+#    passes weights_only (open-mmlab/mmengine#1655, fix #1650 unmerged), so
+#    checkpoints written by the Runner (HistoryBuffer, numpy scalars in their
+#    meta) fail to load. Allow exactly those classes while mmengine loads a
+#    checkpoint; never disable safe loading.
+# ---------------------------------------------------------------------------
+def _history_buffer_statistic(owner: object, name: str) -> object:
+    """Stands in for ``getattr`` while unpickling, for HistoryBuffer only.
+
+    HistoryBuffer pickles its statistics methods as
+    ``getattr(HistoryBuffer, 'mean')``; allowing the real getattr would let a
+    file reach any attribute of anything.
+    """
+    from mmengine.logging import HistoryBuffer
+    statistics = {'min', 'max', 'current', 'mean'}  # registered lazily
+    statistics.update(HistoryBuffer._statistics_methods)
+    if (owner is HistoryBuffer
+            or isinstance(owner, HistoryBuffer)) and name in statistics:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'refusing getattr({owner!r}, {name!r}) while loading a checkpoint: '
+        'only the statistics methods of HistoryBuffer are allowed')
+
+
+def runner_checkpoint_globals() -> List[object]:
+    """The classes a checkpoint written by mmengine's Runner may hold."""
+    from mmengine.logging import HistoryBuffer
+    numpy2 = np.lib.NumpyVersion(np.__version__) >= '2.0.0'
+    multiarray = importlib.import_module(
+        'numpy._core.multiarray' if numpy2 else 'numpy.core.multiarray')
+    numeric_dtypes = [
+        type(np.dtype(code)) for code in '?bhilqBHILQefdgFDGU'
+    ]
+    return [
+        HistoryBuffer, multiarray.scalar, multiarray._reconstruct, np.ndarray,
+        np.dtype, *numeric_dtypes,
+        (_history_buffer_statistic, 'builtins.getattr')
+    ]
+
+
+def _extra_safe_globals() -> List[object]:
+    names = [
+        name.strip()
+        for name in os.environ.get(EXTRA_SAFE_GLOBALS_ENV, '').split(',')
+        if name.strip()
+    ]
+    extra = []
+    for name in names:
+        module_name, _, attr = name.rpartition('.')
+        try:
+            extra.append(getattr(importlib.import_module(module_name), attr))
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(
+                f'{EXTRA_SAFE_GLOBALS_ENV} names {name!r}, which cannot be '
+                f'imported: expected module.Class ({error})') from error
+    return extra
+
+
+@contextmanager
+def safe_checkpoint_globals() -> Iterator[None]:
+    """Allow the Runner's checkpoint classes, for the duration of a load."""
+    with torch.serialization.safe_globals(runner_checkpoint_globals() +
+                                          _extra_safe_globals()):
+        yield
+
+
+def _explain_load_failure(filename: str, error: Exception) -> Exception:
+    if isinstance(error, pickle.UnpicklingError):
+        return pickle.UnpicklingError(
+            f'Checkpoint {filename} holds a class that safe loading does not '
+            'allow (mmtokred allows only what mmengine\'s Runner writes). If '
+            'you trust this file, allow the class named below with '
+            f'`export {EXTRA_SAFE_GLOBALS_ENV}=module.Class[,module.Class]` '
+            'or with `torch.serialization.add_safe_globals([...])` before '
+            f'loading. Details: {error}')
+    if filename.startswith(('http://', 'https://')) and isinstance(
+            error, (urllib.error.URLError, OSError)):
+        return RuntimeError(
+            f'Could not download the checkpoint {filename} ({error}). '
+            'Download it on a machine with network access and pass the local '
+            'file instead: `python tools/test.py CONFIG /path/to/file.pth` '
+            '(or set `load_from` in the config).')
+    return error
+
+
+def _patch_checkpoint_loader() -> None:
+    from mmengine.runner.checkpoint import CheckpointLoader
+    if not hasattr(torch.serialization, 'safe_globals'):
+        return  # torch < 2.5: full unpickling is still the default
+    original = CheckpointLoader.load_checkpoint.__func__
+    if getattr(original, '_mmtokred_safe', False):
+        return
+
+    def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        try:
+            with safe_checkpoint_globals():
+                return original(cls, filename, map_location, logger)
+        except (pickle.UnpicklingError, urllib.error.URLError,
+                OSError) as error:
+            explained = _explain_load_failure(str(filename), error)
+            if explained is error:
+                raise
+            raise explained from error
+
+    load_checkpoint._mmtokred_safe = True
+    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
+
+
+# ---------------------------------------------------------------------------
+# 5. `--launcher pytorch` without CUDA: mmengine's init_dist calls
+#    torch.cuda.set_device unconditionally and the Runner passes device_ids
+#    to DDP, which rejects them for CPU modules (mmengine/dist/utils.py
+#    _init_dist_pytorch and Runner.wrap_model; no upstream issue found).
+#    Initialise gloo ourselves, so the Runner skips init_dist, and wrap
+#    without device_ids.
+# ---------------------------------------------------------------------------
+def prepare_cpu_distributed(cfg) -> None:
+    """Make ``cfg`` runnable under ``--launcher pytorch`` on a CPU machine.
+
+    Does nothing when CUDA is available or the launcher is not pytorch.
+    The caller must call :func:`finish_distributed` at exit.
+    """
+    import torch.distributed as dist
+    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def finish_distributed() -> None:
+    """Barrier and tear down a process group this process set up."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------
+# 6. AccMetric converts scores to numpy, which has no bfloat16: testing under
+#    CPU autocast (bf16, `tools/test.py --amp`) fails with "Got unsupported
+#    ScalarType BFloat16" (mmaction/evaluation/metrics/acc_metric.py; no
+#    upstream issue found). Score in float32 what arrives in bfloat16.
+# ---------------------------------------------------------------------------
+def _patch_acc_metric_bfloat16() -> None:
+    from mmaction.evaluation.metrics import AccMetric
+    original = AccMetric.process
+    if getattr(original, '_mmtokred_bf16', False):
+        return
+
+    def process(self, data_batch, data_samples):
+        for sample in data_samples:
+            score = sample.get('pred_score') if isinstance(sample,
+                                                           dict) else None
+            if torch.is_tensor(score) and score.dtype == torch.bfloat16:
+                sample['pred_score'] = score.float()
+        return original(self, data_batch, data_samples)
+
+    process._mmtokred_bf16 = True
+    AccMetric.process = process
+
+
+_applied = False
+
+
+def apply() -> None:
+    """Apply every workaround whose upstream bug is present."""
+    global _applied
+    if _applied:
+        return
+    _alias_importlib_metadata()
+    _install_drn_placeholder()
+    _replace_pkg_resources_lookups()
+    _patch_checkpoint_loader()
+    _patch_acc_metric_bfloat16()
+    _applied = True

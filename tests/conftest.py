@@ -1,0 +1,75 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+
+import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+from mmaction.utils import register_all_modules
+from mmtokred.data import write_video_dataset
+
+register_all_modules()  # mmaction as the default scope, as configs set it
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / 'configs' / 'demo' / 'videomae_tiny_dense.py'
+
+
+def run_tool(args: List[str], check: bool = True,
+             env: Dict[str, str] = None) -> subprocess.CompletedProcess:
+    """Run a command from the repository root with mmtokred importable."""
+    full_env = {**os.environ, **(env or {})}
+    full_env['PYTHONPATH'] = os.pathsep.join(
+        filter(None, [str(ROOT), full_env.get('PYTHONPATH')]))
+    bin_dir = os.path.dirname(sys.executable)
+    full_env['PATH'] = bin_dir + os.pathsep + full_env.get('PATH', '')
+    result = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True,
+                            text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f'{args} failed ({result.returncode}):\n'
+                             f'{result.stdout[-3000:]}\n{result.stderr[-6000:]}')
+    return result
+
+
+def test_metrics(output: str) -> Dict[str, float]:
+    """The metrics of the `Epoch(test)` line of a test run's log."""
+    lines = [line for line in output.splitlines() if 'Epoch(test)' in line]
+    assert lines, 'no Epoch(test) line in the output:\n' + output[-3000:]
+    return {
+        key: float(value)
+        for key, value in re.findall(r'(acc/\w+): ([\d.]+)', lines[-1])
+    }
+
+
+test_metrics.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope='session')
+def video_data(tmp_path_factory) -> Dict[str, str]:
+    """Five generated clips (an odd count: distributed testing pads)."""
+    root = tmp_path_factory.mktemp('videos')
+    video_dir, ann_file = write_video_dataset(str(root), num_videos=5)
+    return dict(videos=str(video_dir), ann_file=str(ann_file))
+
+
+def data_options(video_data: Dict[str, str]) -> List[str]:
+    return [
+        f"test_dataloader.dataset.ann_file={video_data['ann_file']}",
+        f"test_dataloader.dataset.data_prefix.video={video_data['videos']}",
+    ]
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
+    run_tool([sys.executable, 'tools/init_checkpoint.py', str(TINY_CONFIG),
+              str(path)])
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,129 @@
+"""tools/test.py, tools/dist_test.sh and the video writer, end to end."""
+import json
+import sys
+
+import decord
+import pytest
+from conftest import TINY_CONFIG, data_options, run_tool, test_metrics
+from mmaction.registry import DATASETS
+
+from mmtokred.data import write_video_dataset
+
+
+def test_generated_videos_are_deterministic_and_readable(tmp_path):
+    _, ann_a = write_video_dataset(str(tmp_path / 'a'), num_videos=3)
+    _, ann_b = write_video_dataset(str(tmp_path / 'b'), num_videos=3)
+    assert ann_a.read_text() == ann_b.read_text() == \
+        'clip_00000.mp4 0\nclip_00001.mp4 1\nclip_00002.mp4 2\n'
+    frames_a = decord.VideoReader(str(tmp_path / 'a/videos/clip_00001.mp4'))
+    frames_b = decord.VideoReader(str(tmp_path / 'b/videos/clip_00001.mp4'))
+    assert len(frames_a) == 32 and frames_a[0].shape == (64, 64, 3)
+    assert (frames_a[5].asnumpy() == frames_b[5].asnumpy()).all()
+    dataset = DATASETS.build(
+        dict(type='VideoDataset', ann_file=str(ann_a),
+             data_prefix=dict(video=str(tmp_path / 'a/videos')),
+             pipeline=[]))
+    assert len(dataset) == 3 and dataset[2]['label'] == 2
+
+
+def test_bad_generator_arguments_raise(tmp_path):
+    with pytest.raises(ValueError, match='num_videos'):
+        write_video_dataset(str(tmp_path), num_videos=0)
+
+
+def run_test_tool(video_data, work_dir, *extra):
+    result = run_tool([
+        sys.executable, 'tools/test.py', str(TINY_CONFIG), *extra,
+        '--work-dir', str(work_dir), '--cfg-options', *data_options(video_data)
+    ])
+    return test_metrics(result.stdout + result.stderr)
+
+
+def test_test_tool_single_process(video_data, tiny_checkpoint, tmp_path):
+    metrics = run_test_tool(video_data, tmp_path, tiny_checkpoint)
+    assert set(metrics) >= {'acc/top1', 'acc/top5', 'acc/mean1'}
+    assert 0 <= metrics['acc/top1'] <= 1
+
+
+def test_dist_test_matches_single_process(video_data, tiny_checkpoint,
+                                          tmp_path):
+    single = run_test_tool(video_data, tmp_path / 'one', tiny_checkpoint)
+    result = run_tool([
+        'bash', 'tools/dist_test.sh', str(TINY_CONFIG), tiny_checkpoint, '2',
+        '--work-dir', str(tmp_path / 'two'), '--cfg-options',
+        *data_options(video_data)
+    ], env={'PORT': '29517'})
+    output = result.stdout + result.stderr
+    assert 'Distributed training: True' in output
+    assert 'GPU number: 2' in output  # mmengine's name for the world size
+    assert test_metrics(output) == single
+
+
+def test_amp_runs(video_data, tiny_checkpoint, tmp_path):
+    metrics = run_test_tool(video_data, tmp_path, tiny_checkpoint, '--amp')
+    assert 0 <= metrics['acc/top1'] <= 1
+
+
+def test_dump_writes_predictions(video_data, tiny_checkpoint, tmp_path):
+    dump = tmp_path / 'preds.pkl'
+    run_test_tool(video_data, tmp_path, tiny_checkpoint, '--dump', str(dump))
+    assert dump.stat().st_size > 0
+
+
+def test_missing_checkpoint_is_explained(video_data, tmp_path):
+    result = run_tool([
+        sys.executable, 'tools/test.py', str(TINY_CONFIG), '--work-dir',
+        str(tmp_path)
+    ], check=False)
+    assert result.returncode != 0
+    assert 'no checkpoint' in result.stderr
+
+
+def test_checkpoint_defaults_to_load_from(video_data, tiny_checkpoint,
+                                         tmp_path):
+    metrics = run_test_tool(video_data, tmp_path, '--cfg-options',
+                            f'load_from={tiny_checkpoint}')
+    assert 'acc/top1' in metrics
+
+
+def test_unreachable_url_names_it_and_the_way_out(video_data, tmp_path):
+    url = 'http://127.0.0.1:9/videomae.pth'  # nothing listens on port 9
+    result = run_tool([
+        sys.executable, 'tools/test.py', str(TINY_CONFIG), url, '--work-dir',
+        str(tmp_path), '--cfg-options', *data_options(video_data)
+    ], check=False)
+    assert result.returncode != 0
+    assert url in result.stderr and 'pass the local file' in result.stderr
+
+
+def test_official_configs_parse():
+    from mmengine.config import Config
+
+    from conftest import ROOT
+    configs = sorted((ROOT / 'configs').rglob('videomae_dense.py'))
+    assert len(configs) == 4
+    for path in configs:
+        cfg = Config.fromfile(path)
+        assert cfg.model.backbone.type == 'TokenReductionVisionTransformer'
+        assert cfg.load_from.startswith('https://download.openmmlab.com/')
+        assert cfg.custom_imports['imports'] == ['mmtokred']
+
+
+def test_benchmark_tool_writes_json(tmp_path):
+    out = tmp_path / 'bench.json'
+    result = run_tool([
+        sys.executable, 'tools/benchmark.py', str(TINY_CONFIG), '--repeats',
+        '2', '--json', str(out)
+    ])
+    figures = json.loads(out.read_text())
+    for key in ('speedup_vs_stock', 'flops_ratio_vs_stock',
+                'peak_mem_ratio_vs_stock', 'speedup_vs_dense'):
+        assert figures[key] > 0
+    assert set(figures['models']) == {'stock', 'ours'}
+    ours, stock = figures['models']['ours'], figures['models']['stock']
+    # Same architecture: same FLOPs, attention included, and same outputs.
+    assert ours['gflops_per_clip'] == pytest.approx(stock['gflops_per_clip'])
+    assert figures['max_abs_diff_dense_vs_stock'] <= 1e-4
+    assert ours['tokens_per_block'] == [64] * 4
+    assert ours['activation_mib'] > 0 and ours['total_mib'] > 0
+    assert 'speedup' in result.stdout

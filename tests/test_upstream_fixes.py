@@ -1,0 +1,178 @@
+"""Each workaround of mmtokred.upstream_fixes, with and without its bug."""
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, TINY_CONFIG, data_options, run_tool, test_metrics
+from mmengine.config import Config
+from mmengine.runner import Runner, load_checkpoint
+
+from mmtokred import upstream_fixes
+
+
+def python(code: str) -> str:
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_mmaction_models_import_after_mmtokred():
+    out = python('import mmtokred, mmaction.models, sys; '
+                 "print('mmaction.models.localizers.drn' in sys.modules)")
+    assert out == str(upstream_fixes.drn_is_missing())
+
+
+def test_drn_detection(tmp_path, monkeypatch):
+    monkeypatch.setattr(upstream_fixes, '_mmaction_root', lambda: tmp_path)
+    assert upstream_fixes.drn_is_missing()
+    drn = tmp_path / 'models' / 'localizers' / 'drn'
+    drn.mkdir(parents=True)
+    (drn / 'drn.py').write_text('')
+    assert not upstream_fixes.drn_is_missing()
+
+
+def test_drn_placeholder_explains_itself():
+    if not upstream_fixes.drn_is_missing():
+        pytest.skip('this mmaction ships DRN')
+    from mmaction.models.localizers import DRN
+    with pytest.raises(ImportError, match='2714'):
+        DRN()
+
+
+def test_importlib_metadata_aliased_only_when_absent():
+    # Hide the backport: the standard library stands in for it.
+    out = python(
+        "import sys; sys.modules['importlib_metadata'] = None\n"
+        'import mmtokred, importlib.metadata, mmaction.utils.dependency\n'
+        "print(sys.modules['importlib_metadata'] is importlib.metadata)")
+    assert out == 'True'
+    out = python('import mmtokred, sys, importlib.metadata, importlib.util\n'
+                 "present = importlib.util.find_spec('importlib_metadata')\n"
+                 "module = sys.modules.get('importlib_metadata')\n"
+                 'print(present is None or module is not importlib.metadata)')
+    assert out == 'True'
+
+
+def test_mmaction_bases_resolve_without_pkg_resources():
+    out = python("import sys; sys.modules['pkg_resources'] = None\n"
+                 'import mmtokred\n'
+                 'from mmengine.config import Config\n'
+                 f"cfg = Config.fromfile({str(TINY_CONFIG)!r})\n"
+                 'print(cfg.model.backbone.type, cfg.test_evaluator.type)')
+    assert out == 'TokenReductionVisionTransformer AccMetric'
+
+
+def test_installed_path_lookup_matches_pkg_resources():
+    from mmengine.utils import get_installed_path
+    assert upstream_fixes._get_installed_path('mmaction2') == \
+        get_installed_path('mmaction2')
+    assert upstream_fixes._is_installed('mmaction2')
+    assert not upstream_fixes._is_installed('surely_not_a_package_xyz')
+
+
+@pytest.fixture(scope='module')
+def runner_checkpoint(tmp_path_factory, video_data) -> Path:
+    """A checkpoint written by mmengine's Runner after one training epoch."""
+    work_dir = tmp_path_factory.mktemp('train')
+    cfg = Config.fromfile(TINY_CONFIG)
+    train_pipeline = [
+        dict(type='DecordInit'),
+        dict(type='SampleFrames', clip_len=8, frame_interval=2, num_clips=1),
+        dict(type='DecordDecode'),
+        dict(type='Resize', scale=(-1, 64)),
+        dict(type='CenterCrop', crop_size=64),
+        dict(type='FormatShape', input_format='NCTHW'),
+        dict(type='PackActionInputs')
+    ]
+    cfg.merge_from_dict(
+        dict(
+            work_dir=str(work_dir),
+            experiment_name='runner_checkpoint',
+            train_dataloader=dict(
+                batch_size=2, num_workers=0,
+                sampler=dict(type='DefaultSampler', shuffle=True),
+                dataset=dict(type='VideoDataset',
+                             ann_file=video_data['ann_file'],
+                             data_prefix=dict(video=video_data['videos']),
+                             pipeline=train_pipeline)),
+            train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=1,
+                           val_interval=10),
+            optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+            default_hooks=dict(checkpoint=dict(interval=1))))
+    Runner.from_cfg(cfg).train()
+    return work_dir / 'epoch_1.pth'
+
+
+def test_runner_checkpoint_is_unsafe_for_plain_torch_load(runner_checkpoint):
+    # The premise: safe loading stays on globally and rejects the file.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(runner_checkpoint)
+
+
+def test_runner_checkpoint_loads_back(runner_checkpoint):
+    from mmaction.registry import MODELS
+    model = MODELS.build(Config.fromfile(TINY_CONFIG).model)
+    checkpoint = load_checkpoint(model, str(runner_checkpoint), strict=True)
+    assert 'message_hub' in checkpoint and 'optimizer' in checkpoint
+
+
+def test_runner_checkpoint_through_test_tool(runner_checkpoint, video_data,
+                                             tmp_path):
+    result = run_tool([
+        sys.executable, 'tools/test.py', str(TINY_CONFIG),
+        str(runner_checkpoint), '--work-dir', str(tmp_path), '--cfg-options',
+        *data_options(video_data)
+    ])
+    assert 'acc/top1' in test_metrics(result.stdout + result.stderr)
+
+
+class Untrusted:
+    pass
+
+
+def test_unknown_class_fails_clearly_and_opt_in_works(tmp_path, monkeypatch):
+    path = tmp_path / 'odd.pth'
+    torch.save(dict(state_dict={}, meta=dict(odd=Untrusted())), path)
+    with pytest.raises(pickle.UnpicklingError,
+                       match=upstream_fixes.EXTRA_SAFE_GLOBALS_ENV):
+        load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
+    monkeypatch.setenv(upstream_fixes.EXTRA_SAFE_GLOBALS_ENV,
+                       f'{__name__}.Untrusted')
+    load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
+    # The opt-in lasted for that load only: safe loading is still global.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+def test_bad_opt_in_name_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setenv(upstream_fixes.EXTRA_SAFE_GLOBALS_ENV, 'no_such.Thing')
+    path = tmp_path / 'plain.pth'
+    torch.save({'state_dict': {}}, path)
+    with pytest.raises(ValueError, match='no_such.Thing'):
+        load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
+
+
+def test_acc_metric_scores_bfloat16():
+    from mmaction.evaluation.metrics import AccMetric
+    metric = AccMetric()
+    sample = dict(pred_score=torch.tensor([0.1, 0.9], dtype=torch.bfloat16),
+                  gt_label=torch.tensor([1]))
+    metric.process(None, [sample])
+    assert metric.compute_metrics(metric.results)['top1'] == 1.0
+
+
+@pytest.mark.parametrize('owner, name', [('HistoryBuffer', '__init__'),
+                                         ('os', 'system')])
+def test_getattr_stand_in_allows_only_statistics(owner, name):
+    import os
+
+    from mmengine.logging import HistoryBuffer
+    owner = HistoryBuffer if owner == 'HistoryBuffer' else os
+    with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
+        upstream_fixes._history_buffer_statistic(owner, name)
+    assert upstream_fixes._history_buffer_statistic(
+        HistoryBuffer, 'mean') is HistoryBuffer.mean

@@ -1,0 +1,51 @@
+"""Benchmark a config's model side by side with stock MMAction2.
+
+    python tools/benchmark.py configs/videomae_dense.py [--device cuda]
+        [--batch-size 1] [--shape 16 224 224] [--repeats 3] [--amp]
+        [--json result.json]
+"""
+import argparse
+import json
+
+from mmengine.config import DictAction
+
+import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+from mmtokred.benchmark.compare import compare, format_table
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--checkpoint', help='weights for all models '
+                        '(default: random, the same for all)')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='clips per forward pass')
+    parser.add_argument('--shape', type=int, nargs=3, metavar=('T', 'H', 'W'),
+                        help='clip shape (default: num_frames, img_size)')
+    parser.add_argument('--warmup', type=int, default=1,
+                        help='untimed forward passes per model')
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='timed forward passes per model')
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast (fp16 on GPU, bf16 on CPU)')
+    parser.add_argument('--json', help='also write the figures to this file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    result = compare(args.config, checkpoint=args.checkpoint,
+                     cfg_options=args.cfg_options, device=args.device,
+                     batch_size=args.batch_size, input_shape=args.shape,
+                     warmup=args.warmup, repeats=args.repeats, amp=args.amp)
+    print(format_table(result))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
