@@ -14,6 +14,7 @@ python tools/test.py "$CONFIG" "$WORK/tiny_random.pth" --work-dir "$WORK" \
     --cfg-options test_dataloader.dataset.ann_file="$WORK/data/annotations.txt" \
     test_dataloader.dataset.data_prefix.video="$WORK/data/videos"
 echo "(top-1 above is that of untrained weights on 4 classes: chance is 0.25)"
-python tools/benchmark.py "$CONFIG" --json "$WORK/benchmark_tiny.json"
+python tools/benchmark.py "$CONFIG" --batch-size 8 --repeats 10 \
+    --json "$WORK/benchmark_tiny.json"
 python tools/benchmark.py configs/videomae_dense.py --repeats 2 \
     --json "$WORK/benchmark_vit-base.json"

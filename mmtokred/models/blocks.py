@@ -24,8 +24,8 @@ class FusedAttention(Attention):
         """Attend over ``x`` ``(B, N, C)``.
 
         Returns:
-            The attention output ``(B, N, C)`` and the keys averaged over
-            heads ``(B, N, C/H)``, the similarity metric of token merging.
+            The attention output ``(B, N, C)`` and the keys ``(B, H, N, C/H)``
+            (averaged over heads, the similarity metric of token merging).
         """
         B, N, C = x.shape
         if hasattr(self, 'q_bias'):
@@ -43,7 +43,7 @@ class FusedAttention(Attention):
             dropout_p=self.attn_drop.p if self.training else 0.,
             scale=self.scale)
         x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
-        return x, k.mean(1)
+        return x, k
 
 
 class ReducibleBlock(Block):
@@ -60,7 +60,7 @@ class ReducibleBlock(Block):
         attn, keys = self.attn(self.norm1(x))
         x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
         if reducer is not None:
-            x, state = reducer(x, keys, state, block_index)
+            x, state = reducer(x, keys.mean(1), state, block_index)
         mlp = self.mlp(self.norm2(x))
         x = x + self.drop_path(mlp if gamma_2 is None else gamma_2 * mlp)
         return x, state
