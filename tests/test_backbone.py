@@ -136,7 +136,7 @@ def test_reducer_of_the_wrong_kind_is_refused():
 class KeepFirstTubelet(InputReducer):
     """Keeps only the tokens of the first tubelet in time."""
 
-    def forward(self, video, projection, pos_embed):
+    def forward(self, video, projection, pos_embed, track_source):
         tokens = projection(video[:, :, :projection.kernel_size[0]])
         tokens = tokens.flatten(2).transpose(1, 2)
         n = tokens.shape[1]

@@ -1,9 +1,14 @@
 import subprocess
 import sys
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from mmtokred.ops import TokenState
+from mmtokred.ops import (POSITIONS, REPRESENTATIVES, TokenState, attention,
+                          bipartite_soft_matching, merge_schedule,
+                          merge_with_sizes, neighbour_merge, tubelet_pixels,
+                          window_layout, window_scores)
 
 
 def test_pool_without_sizes_is_plain_mean():
@@ -34,3 +39,184 @@ def test_ops_import_no_openmmlab():
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == '[]'
+
+
+# --- fused attention with a per-key bias --------------------------------
+@pytest.mark.parametrize('head_dim', [64, 60, 8])
+def test_folded_key_bias_equals_explicit_bias(head_dim):
+    q, k, v = torch.randn(3, 2, 4, 30, head_dim).unbind(0)
+    size = torch.randint(1, 6, (2, 30)).float()
+    state = TokenState(size=size[..., None])
+    bias = state.key_bias(proportional=True, dtype=q.dtype)
+    explicit = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=size.log()[:, None, None, :], scale=0.125)
+    torch.testing.assert_close(attention(q, k, v, 0.125, bias), explicit)
+
+
+def test_padding_bias_hides_padded_keys():
+    q, k, v = torch.randn(3, 1, 2, 10, 16).unbind(0)
+    size = torch.ones(1, 10, 1)
+    size[:, 7:] = 0
+    for proportional in (False, True):
+        bias = TokenState(size=size, padded=True).key_bias(
+            proportional, q.dtype)
+        got = attention(q, k, v, 0.25, bias)
+        expected = F.scaled_dot_product_attention(
+            q[:, :, :7], k[:, :, :7], v[:, :, :7], scale=0.25)
+        torch.testing.assert_close(got[:, :, :7], expected)
+
+
+def test_no_bias_without_sizes_or_padding():
+    assert TokenState().key_bias(True, torch.float32) is None
+    assert TokenState(size=torch.ones(1, 3, 1)).key_bias(
+        False, torch.float32) is None
+
+
+# --- bipartite soft matching ---------------------------------------------
+def test_matching_r0_is_identity():
+    x = torch.randn(2, 9, 4)
+    merge, r = bipartite_soft_matching(x, 0)
+    assert r == 0 and merge(x) is x
+
+
+def test_matching_merges_the_most_similar_pair():
+    metric = torch.tensor([[[1., 0.], [0., 1.], [0.6, 0.8], [1., 0.01]]])
+    merge, r = bipartite_soft_matching(metric, 1)
+    merged = merge(torch.arange(4.).view(1, 4, 1), 'sum')
+    # A = tokens 0, 2; B = 1, 3: token 0 matches token 3 best (cos ~ 1).
+    assert r == 1 and merged.flatten().tolist() == [2., 1., 3.]
+
+
+def test_weighted_merge_keeps_size_weighted_mean_and_sources():
+    x = torch.randn(2, 16, 8)
+    state = TokenState(size=torch.randint(1, 4, (2, 16, 1)).float(),
+                       source=torch.eye(16).expand(2, -1, -1))
+    total = (x * state.size).sum(1)
+    for r in (5, 3, 2):
+        merge, _ = bipartite_soft_matching(torch.randn(2, x.shape[1], 4), r)
+        x, state = merge_with_sizes(merge, x, state)
+    torch.testing.assert_close((x * state.size).sum(1), total)
+    assert x.shape[1] == 6
+    # Every input patch is held by exactly one token.
+    assert torch.equal(state.source.sum(1), torch.ones(2, 16))
+
+
+def test_protected_tokens_stay_first_and_unmerged():
+    x = torch.randn(1, 10, 4)
+    merge, r = bipartite_soft_matching(x, 100, protected=3)
+    out = merge(x)
+    assert r == 3 and out.shape[1] == 7
+    torch.testing.assert_close(out[:, :2], x[:, [0, 2]])
+    assert any(torch.allclose(out[0, i], x[0, 1]) for i in range(7))
+
+
+def test_matching_rejects_negative_r():
+    with pytest.raises(ValueError, match='r must be >= 0'):
+        bipartite_soft_matching(torch.randn(1, 4, 2), -1)
+
+
+# --- schedules -------------------------------------------------------------
+def test_schedules():
+    assert merge_schedule(8, 3) == [8, 8, 8]
+    decreasing = merge_schedule(10, 12, 'decreasing')
+    assert decreasing[0] == 20 and decreasing[-1] == 0
+    assert abs(sum(decreasing) - 120) <= 6
+    assert merge_schedule([1, 2], 2) == [1, 2]
+    with pytest.raises(ValueError, match='12 values'):
+        merge_schedule([1, 2], 12)
+    with pytest.raises(ValueError, match='schedule'):
+        merge_schedule(3, 12, 'cosine')
+    with pytest.raises(ValueError, match='>= 0'):
+        merge_schedule(-2, 12)
+
+
+# --- neighbour merging -----------------------------------------------------
+def embed_inputs(t=8, h=64, w=96, batch=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    conv = torch.nn.Conv3d(3, 24, (2, 16, 16), (2, 16, 16))
+    video = torch.randn(batch, 3, t, h, w, generator=generator)
+    grid = (t // 2) * (h // 16) * (w // 16)
+    pos = torch.randn(1, grid, 24, generator=generator)
+    return conv, video, pos
+
+
+def test_nothing_merged_equals_the_projection():
+    conv, video, pos = embed_inputs()
+    tokens, state = neighbour_merge(video, conv.weight, conv.bias, pos,
+                                    (2, 2, 2), num_merged=0)
+    dense = conv(video).flatten(2).transpose(1, 2) + pos
+    torch.testing.assert_close(tokens, dense, rtol=1e-5, atol=1e-5)
+    assert torch.equal(state.size, torch.ones(2, 96, 1))
+
+
+@pytest.mark.parametrize('representative', REPRESENTATIVES)
+@pytest.mark.parametrize('position', POSITIONS)
+@pytest.mark.parametrize('window', [(2, 2, 2), (1, 2, 1), (3, 1, 2)])
+def test_sizes_and_sources_account_for_every_tubelet(representative,
+                                                    position, window):
+    conv, video, pos = embed_inputs()
+    tokens, state = neighbour_merge(
+        video, conv.weight, conv.bias, pos, window, num_merged=5,
+        representative=representative, position=position,
+        track_source=True)
+    volume = window[0] * window[1] * window[2]
+    assert tokens.shape == (2, 96 - 5 * (volume - 1), 24)
+    assert torch.equal(state.size.sum(1).flatten(), torch.full((2, ), 96.))
+    assert torch.equal(state.source.sum(1), torch.ones(2, 96))
+    assert torch.equal(state.source.sum(2, keepdim=True), state.size)
+
+
+def test_leftover_tubelets_stay_unmerged():
+    members, leftovers = window_layout((4, 3, 5), (2, 2, 2))
+    assert members.shape == (2 * 1 * 2, 8)
+    assert leftovers.numel() == 60 - 32
+    assert sorted(members.flatten().tolist() + leftovers.tolist()) == \
+        list(range(60))
+
+
+def test_uniform_windows_merge_first_and_avg_is_the_mean_embedding():
+    conv, video, pos = embed_inputs(batch=1)
+    # Make window 1 of the (2, 2, 2) tiling constant in time and space.
+    members, _ = window_layout((4, 4, 6), (2, 2, 2))
+    video[:, :, 0:4, 0:32, 32:64] = 0.5
+    scores = window_scores(tubelet_pixels(video, (2, 16, 16)).flatten(1, 3),
+                           members, 'l1')
+    assert scores[0].argmin() == 1 and scores[0, 1] == 0
+    tokens, state = neighbour_merge(
+        video, conv.weight, conv.bias, pos, (2, 2, 2), num_merged=1,
+        representative='avg', position='average', track_source=True)
+    merged_token = state.size[0, :, 0].argmax()
+    assert state.size[0, merged_token] == 8
+    embeddings = conv(video).flatten(2).transpose(1, 2) + pos
+    expected = embeddings[0, members[1]].mean(0)
+    torch.testing.assert_close(tokens[0, merged_token], expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_threshold_mode_batched_equals_per_clip():
+    conv, video, pos = embed_inputs(batch=3)
+    video[0, :, :, :32] = 0.  # a flat region: more windows under threshold
+    batched, state = neighbour_merge(video, conv.weight, conv.bias, pos,
+                                     (1, 2, 2), threshold=0.5)
+    assert state.padded
+    for i in range(3):
+        alone, alone_state = neighbour_merge(video[i:i + 1], conv.weight,
+                                             conv.bias, pos, (1, 2, 2),
+                                             threshold=0.5)
+        n = alone.shape[1]
+        torch.testing.assert_close(batched[i:i + 1, :n], alone)
+        assert torch.equal(state.size[i:i + 1, :n], alone_state.size)
+        assert (state.size[i, n:] == 0).all()
+
+
+@pytest.mark.parametrize('kwargs, field', [
+    (dict(window=(5, 1, 1), num_merged=1), 'window'),
+    (dict(window=(2, 2, 2), num_merged=13), 'num_merged'),
+    (dict(window=(2, 2, 2), num_merged=1, distance='l3'), 'distance'),
+    (dict(window=(2, 2, 2), num_merged=1, representative='max'),
+     'representative'),
+])
+def test_impossible_merges_raise(kwargs, field):
+    conv, video, pos = embed_inputs()
+    with pytest.raises(ValueError, match=field):
+        neighbour_merge(video, conv.weight, conv.bias, pos, **kwargs)

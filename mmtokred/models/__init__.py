@@ -1,7 +1,10 @@
-from .reducers import BlockReducer, InputReducer, build_token_reduction
+from .nepam import NEPAM
+from .reducers import (BlockReducer, InputReducer, TokenReduction,
+                       build_token_reduction)
+from .tome import ToMe
 from .vit_token_reduction import TokenReductionVisionTransformer
 
 __all__ = [
-    'BlockReducer', 'InputReducer', 'TokenReductionVisionTransformer',
-    'build_token_reduction'
+    'BlockReducer', 'InputReducer', 'NEPAM', 'ToMe', 'TokenReduction',
+    'TokenReductionVisionTransformer', 'build_token_reduction'
 ]

@@ -3,6 +3,7 @@
 The backbone swaps the classes of its stock modules to these subclasses
 (as ToMe does), so parameters and state-dict keys stay exactly the stock ones.
 """
+import time
 from typing import Optional, Tuple
 
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from mmaction.models.backbones.vit_mae import Attention, Block
 from torch import Tensor
 
-from ..ops import TokenState
+from ..ops import TokenState, attention
 from .reducers import BlockReducer
 
 
@@ -20,8 +21,11 @@ class FusedAttention(Attention):
     Same weights and result; no ``(B, H, N, N)`` matrix is materialised.
     """
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """Attend over ``x`` ``(B, N, C)``.
+    def forward(self,
+                x: Tensor,
+                key_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Attend over ``x`` ``(B, N, C)``, adding ``key_bias`` ``(B, N)``
+        (log size, padding) to the logits of each key.
 
         Returns:
             The attention output ``(B, N, C)`` and the keys ``(B, H, N, C/H)``
@@ -36,12 +40,13 @@ class FusedAttention(Attention):
             qkv = self.qkv(x)
         q, k, v = qkv.reshape(B, N, 3, self.num_heads,
                               -1).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(
+        x = attention(
             q,
             k,
             v,
-            dropout_p=self.attn_drop.p if self.training else 0.,
-            scale=self.scale)
+            self.scale,
+            key_bias,
+            dropout_p=self.attn_drop.p if self.training else 0.)
         x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
         return x, k
 
@@ -53,14 +58,30 @@ class ReducibleBlock(Block):
                 x: Tensor,
                 state: TokenState,
                 reducer: Optional[BlockReducer] = None,
-                block_index: int = 0) -> Tuple[Tensor, TokenState]:
-        """Run the block on ``x`` ``(B, N, C)``; ``reducer`` may shrink N."""
+                block_index: int = 0,
+                proportional_attention: bool = False,
+                timer: Optional[list] = None) -> Tuple[Tensor, TokenState]:
+        """Run the block on ``x`` ``(B, N, C)``; ``reducer`` may shrink N.
+
+        ``timer``, if given, gets the seconds spent in the reducer appended.
+        """
         gamma_1 = getattr(self, 'gamma_1', None)
         gamma_2 = getattr(self, 'gamma_2', None)
-        attn, keys = self.attn(self.norm1(x))
+        key_bias = state.key_bias(proportional_attention, x.dtype)
+        attn, keys = self.attn(self.norm1(x), key_bias)
         x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
         if reducer is not None:
+            start = synchronized_now(x) if timer is not None else 0.
             x, state = reducer(x, keys.mean(1), state, block_index)
+            if timer is not None:
+                timer.append(synchronized_now(x) - start)
         mlp = self.mlp(self.norm2(x))
         x = x + self.drop_path(mlp if gamma_2 is None else gamma_2 * mlp)
         return x, state
+
+
+def synchronized_now(x: Tensor) -> float:
+    """Wall time after the work queued on ``x``'s device is done."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter()

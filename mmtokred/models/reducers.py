@@ -3,7 +3,7 @@
 ``token_reduction=dict(input=..., blocks=...)`` of
 :class:`~mmtokred.models.TokenReductionVisionTransformer` names one reducer
 for each place, each a config dict of a module registered in mmaction's
-``MODELS``:
+``MODELS`` (either may be left out):
 
 - ``input``: an :class:`InputReducer`. It sees the normalised clip before the
   patch projection and decides which tokens the first block gets, so that
@@ -14,8 +14,16 @@ for each place, each a config dict of a module registered in mmaction's
 
 Both return the reduced tokens with their :class:`~mmtokred.ops.TokenState`,
 so sizes are tracked in one place and pooling stays size-weighted.
+
+Two switches apply to the whole backbone:
+
+- ``proportional_attention`` (default False): add log(size) of each key to the
+  attention logits. ToMe's authors turn it off for MAE-family models used off
+  the shelf, like VideoMAE.
+- ``track_source`` (default False): keep the ``(B, N, N0)`` map of which
+  input tubelets each token holds, for pictures.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from mmaction.registry import MODELS
 from torch import Tensor, nn
@@ -23,13 +31,14 @@ from torch import Tensor, nn
 from ..ops import TokenState
 
 STAGES = ('input', 'blocks')
+SWITCHES = ('proportional_attention', 'track_source')
 
 
 class InputReducer(nn.Module):
     """Turns a clip into (fewer) tokens before the first block."""
 
-    def forward(self, video: Tensor, projection: nn.Conv3d,
-                pos_embed: Tensor) -> Tuple[Tensor, TokenState]:
+    def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
+                track_source: bool) -> Tuple[Tensor, TokenState]:
         """Embed ``video`` keeping only the tokens the blocks should see.
 
         Args:
@@ -39,6 +48,7 @@ class InputReducer(nn.Module):
                 kernel = stride = tubelet shape). Project only what survives.
             pos_embed: ``(1, N, C)`` position embedding of the full
                 ``(T', H', W')`` grid, flattened as ``t*H'*W' + h*W' + w``.
+            track_source: also fill ``state.source``.
 
         Returns:
             Tokens ``(B, N', C)`` with position embedding added, and their
@@ -50,6 +60,9 @@ class InputReducer(nn.Module):
 class BlockReducer(nn.Module):
     """Reduces the tokens inside a block, between attention and MLP."""
 
+    def bind(self, depth: int) -> None:
+        """Called once by the backbone, at build time, with its depth."""
+
     def forward(self, x: Tensor, keys: Tensor, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
         """Return the reduced tokens of block ``block_index``.
@@ -57,27 +70,38 @@ class BlockReducer(nn.Module):
         Args:
             x: tokens ``(B, N, C)`` after the attention residual.
             keys: that attention's keys averaged over heads ``(B, N, C/H)``.
-            state: what the tokens stand for.
+            state: what the tokens stand for (``size`` None: all ones).
             block_index: position of the block, from 0.
         """
         raise NotImplementedError
 
 
-def build_token_reduction(
-    cfg: Optional[Dict]
-) -> Tuple[Optional[InputReducer], Optional[BlockReducer]]:
+class TokenReduction(NamedTuple):
+    """What a backbone's ``token_reduction`` config asks for."""
+    input: Optional[InputReducer] = None
+    blocks: Optional[BlockReducer] = None
+    proportional_attention: bool = False
+    track_source: bool = False
+
+
+def build_token_reduction(cfg: Optional[Dict], depth: int) -> TokenReduction:
     """Build the reducers named by a backbone's ``token_reduction``."""
     if cfg is None:
-        return None, None
+        return TokenReduction()
     if not isinstance(cfg, dict):
         raise TypeError('token_reduction must be None or a dict with the keys '
-                        f'{STAGES}, got {type(cfg).__name__}')
-    unknown = sorted(set(cfg) - set(STAGES))
+                        f'{STAGES + SWITCHES}, got {type(cfg).__name__}')
+    unknown = sorted(set(cfg) - set(STAGES + SWITCHES))
     if unknown:
         raise ValueError(
             f'token_reduction has unknown keys {unknown}; allowed: '
-            "'input' (a reducer of the tubelets before the first block) and "
-            "'blocks' (a reducer called inside every block)")
+            "'input' (a reducer of the tubelets before the first block), "
+            "'blocks' (a reducer called inside every block), "
+            "'proportional_attention' and 'track_source' (bools)")
+    for switch in SWITCHES:
+        if not isinstance(cfg.get(switch, False), bool):
+            raise ValueError(f'token_reduction.{switch} must be True or '
+                             f'False, got {cfg[switch]!r}')
     built = []
     for stage, base in zip(STAGES, (InputReducer, BlockReducer)):
         stage_cfg = cfg.get(stage)
@@ -90,4 +114,8 @@ def build_token_reduction(
                 f'token_reduction.{stage} must build a {base.__name__}, but '
                 f'{stage_cfg.get("type")!r} built a {type(reducer).__name__}')
         built.append(reducer)
-    return built[0], built[1]
+    if built[1] is not None:
+        built[1].bind(depth)
+    return TokenReduction(built[0], built[1],
+                          cfg.get('proportional_attention', False),
+                          cfg.get('track_source', False))

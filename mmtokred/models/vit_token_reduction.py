@@ -2,13 +2,14 @@
 import inspect
 from typing import Dict, List, Optional, Tuple
 
+import torch
 import torch.nn.functional as F
 from mmaction.models.backbones.vit_mae import VisionTransformer
 from mmaction.registry import MODELS
 from torch import Tensor
 
 from ..ops import TokenState
-from .blocks import FusedAttention, ReducibleBlock
+from .blocks import FusedAttention, ReducibleBlock, synchronized_now
 from .reducers import build_token_reduction
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
@@ -45,14 +46,20 @@ class TokenReductionVisionTransformer(VisionTransformer):
     equals the stock backbone's.
 
     Args:
-        token_reduction (dict, optional): ``dict(input=..., blocks=...)``,
-            each an optional config of a registered reducer; see
+        token_reduction (dict, optional): ``dict(input=..., blocks=...,
+            proportional_attention=False, track_source=False)``, the first
+            two optional configs of registered reducers; see
             :mod:`mmtokred.models.reducers`. None keeps every token.
         *args, **kwargs: the arguments of mmaction's ``VisionTransformer``.
 
     Attributes:
         tokens_per_block (list[int]): tokens that entered each block during
             the last forward pass.
+        last_state (TokenState): the state of the tokens after the last
+            block of the last forward pass (sizes, source map if tracked).
+        time_reductions (bool): when set, ``reduction_seconds`` gets the
+            wall time spent in the reducers during each forward pass (with
+            CUDA synchronisation: for benchmarks only).
     """
 
     def __init__(self,
@@ -74,9 +81,16 @@ class TokenReductionVisionTransformer(VisionTransformer):
         for block in self.blocks:
             block.__class__ = ReducibleBlock
             block.attn.__class__ = FusedAttention
-        self.input_reducer, self.block_reducer = build_token_reduction(
-            token_reduction)
+        reduction = build_token_reduction(token_reduction,
+                                          bound.arguments['depth'])
+        self.input_reducer = reduction.input
+        self.block_reducer = reduction.blocks
+        self.proportional_attention = reduction.proportional_attention
+        self.track_source = reduction.track_source
         self.tokens_per_block: List[int] = []
+        self.last_state = TokenState()
+        self.time_reductions = False
+        self.reduction_seconds = 0.
 
     def _check_input(self, x: Tensor) -> Tuple[int, int, int]:
         """Validate a clip batch and return its (T', H', W') token grid."""
@@ -117,19 +131,31 @@ class TokenReductionVisionTransformer(VisionTransformer):
         """
         t, h, w = self._check_input(x)
         pos_embed = self._position_embedding(h, w)
+        timer = [] if self.time_reductions else None
         if self.input_reducer is None:
             x = self.patch_embed(x)[0] + pos_embed
             state = TokenState()
         else:
+            start = synchronized_now(x) if timer is not None else 0.
             x, state = self.input_reducer(x, self.patch_embed.projection,
-                                          pos_embed)
+                                          pos_embed, self.track_source)
+            if timer is not None:
+                timer.append(synchronized_now(x) - start)
+        if self.track_source and state.source is None:
+            state.source = torch.eye(
+                x.shape[1], device=x.device,
+                dtype=x.dtype).expand(x.shape[0], -1, -1)
         x = self.pos_drop(x)
 
         self.tokens_per_block = []
         for index, block in enumerate(self.blocks):
             self.tokens_per_block.append(x.shape[1])
-            x, state = block(x, state, self.block_reducer, index)
+            x, state = block(x, state, self.block_reducer, index,
+                             self.proportional_attention, timer)
         x = self.norm(x)
+        self.last_state = state
+        if timer is not None:
+            self.reduction_seconds = sum(timer)
 
         if self.return_feat_map:
             return x.reshape(-1, t, h, w,

@@ -1,0 +1,42 @@
+"""Fused attention with a per-key additive bias folded into the dot product.
+
+Flash-style kernels take no attention mask or bias. A bias that depends only
+on the key (log size for proportional attention, -inf-like for padding) can be
+written as one more channel: q' = [q * scale, 1], k' = [k, bias], v' = [v, 0],
+so q'.k' = scale * q.k + bias and the kernel runs with scale 1. Channels are
+padded with zeros to a multiple of 8, which the fused kernels want.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def attention(q: Tensor,
+              k: Tensor,
+              v: Tensor,
+              scale: float,
+              key_bias: Optional[Tensor] = None,
+              dropout_p: float = 0.) -> Tensor:
+    """``softmax(scale * q k^T + key_bias) v`` through the fused kernel.
+
+    Args:
+        q, k, v: ``(B, H, N, D)``.
+        scale: multiplier of the dot products.
+        key_bias: ``(B, N)`` added to the logits of every query for each key,
+            or None.
+    """
+    if key_bias is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout_p, scale=scale)
+    head_dim = q.shape[-1]
+    extra = 8 - head_dim % 8  # at least the one bias channel
+    bias = key_bias.to(k.dtype)[:, None, :, None].expand(*k.shape[:-1], 1)
+    q = F.pad(torch.cat([q * scale, torch.ones_like(q[..., :1])], -1),
+              (0, extra - 1))
+    k = F.pad(torch.cat([k, bias], -1), (0, extra - 1))
+    v = F.pad(v, (0, extra))
+    out = F.scaled_dot_product_attention(
+        q, k, v, dropout_p=dropout_p, scale=1.)
+    return out[..., :head_dim]

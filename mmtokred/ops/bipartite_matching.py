@@ -1,0 +1,98 @@
+"""ToMe's bipartite soft matching and size-weighted merging (Bolya et al.,
+ICLR 2023), for tokens without a class token unless told otherwise."""
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .token_state import TokenState
+
+Merge = Callable[[Tensor, str], Tensor]
+
+
+def bipartite_soft_matching(metric: Tensor,
+                            r: int,
+                            protected: int = 0,
+                            valid: Optional[Tensor] = None) -> Tuple[Merge, int]:
+    """Match ``r`` tokens of one half into their most similar partners.
+
+    Tokens alternate into sets A (even positions) and B (odd positions);
+    every A token finds its most similar B token by cosine similarity of
+    ``metric`` and the ``r`` best-matched A tokens are merged into their
+    partners. The first ``protected`` tokens are never merged away.
+
+    Args:
+        metric: ``(B, N, D)`` features to compare (ToMe: the keys averaged
+            over heads).
+        r: tokens to remove; capped at ``(N - protected) // 2``.
+        protected: leading tokens (e.g. a class token) to keep as they are.
+        valid: ``(B, N)`` False for padding, which must sit after the real
+            tokens: padding is neither merged nor merged into, so a clip
+            merges the same tokens alone and in a padded batch.
+
+    Returns:
+        ``merge(x, reduce)`` that applies the matching to any ``(B, N, C)``
+        tensor (``reduce`` as in ``scatter_reduce``: 'sum', 'mean', 'amax'),
+        giving ``(B, N - r, C)``; and the r actually used.
+    """
+    if r < 0:
+        raise ValueError(f'r must be >= 0, got {r}')
+    if protected < 0:
+        raise ValueError(f'protected must be >= 0, got {protected}')
+    n = metric.shape[1]
+    r = min(r, max(n - protected, 0) // 2)
+    if r == 0:
+        return (lambda x, reduce='mean': x), 0
+
+    with torch.no_grad():
+        metric = metric / metric.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        a, b = metric[:, ::2], metric[:, 1::2]
+        scores = a @ b.transpose(-1, -2)
+        if protected:
+            scores[:, :(protected + 1) // 2] = -torch.inf
+            scores[:, :, :protected // 2] = -torch.inf
+        if valid is not None:
+            scores.masked_fill_(~valid[:, ::2, None], -torch.inf)
+            scores.masked_fill_(~valid[:, None, 1::2], -torch.inf)
+        node_max, node_idx = scores.max(dim=-1)
+        edge_idx = node_max.argsort(dim=-1, descending=True, stable=True)
+        unmerged_idx = edge_idx[:, r:, None]
+        src_idx = edge_idx[:, :r, None]
+        dst_idx = node_idx[..., None].gather(1, src_idx)
+        if protected:
+            # Keep the protected tokens first, as they came.
+            unmerged_idx = unmerged_idx.sort(dim=1).values
+
+    def merge(x: Tensor, reduce: str = 'mean') -> Tensor:
+        src, dst = x[:, ::2], x[:, 1::2]
+        batch, n_a, channels = src.shape
+        unmerged = src.gather(1, unmerged_idx.expand(batch, n_a - r,
+                                                     channels))
+        src = src.gather(1, src_idx.expand(batch, r, channels))
+        dst = dst.scatter_reduce(
+            1, dst_idx.expand(batch, r, channels), src, reduce=reduce)
+        return torch.cat([unmerged, dst], dim=1)
+
+    return merge, r
+
+
+def merge_with_sizes(merge: Merge, x: Tensor,
+                     state: TokenState) -> Tuple[Tensor, TokenState]:
+    """Apply ``merge`` as a size-weighted average; sizes add up and sources
+    (if tracked) are united. Padding is moved back behind the real tokens."""
+    size = state.sizes_like(x).float()
+    merged_size = merge(size, 'sum')
+    # Padding (size 0) merged only with padding stays 0 instead of 0/0.
+    x = (merge(x * size, 'sum') / merged_size.clamp(min=1e-6)).to(x.dtype)
+    source: Optional[Tensor] = None
+    if state.source is not None:
+        source = merge(state.source, 'amax')
+    if state.padded:
+        order = (merged_size[..., 0] == 0).to(torch.uint8).argsort(
+            dim=1, stable=True)[..., None]
+        x = x.gather(1, order.expand_as(x))
+        merged_size = merged_size.gather(1, order)
+        if source is not None:
+            source = source.gather(1, order.expand_as(source))
+    return x, TokenState(size=merged_size, source=source,
+                         padded=state.padded)

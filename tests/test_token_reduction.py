@@ -1,0 +1,153 @@
+"""NEPAM and ToMe in the backbone."""
+import pytest
+import torch
+from mmaction.registry import MODELS
+from mmengine.config import Config
+
+SMALL = dict(type='TokenReductionVisionTransformer', img_size=64,
+             patch_size=16, embed_dims=48, depth=3, num_heads=4, num_frames=8)
+NEPAM = dict(type='NEPAM', window=(2, 2, 2), ratio=0.5)
+TOME = dict(type='ToMe', r=10)
+
+
+def build(token_reduction=None, **kwargs):
+    torch.manual_seed(0)
+    return MODELS.build(
+        dict(SMALL, token_reduction=token_reduction, **kwargs)).eval()
+
+
+def clips(batch=3, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.randn(batch, 3, 8, 64, 64, generator=generator)
+    video[0, :, :, :32] = 0.3  # one clip with flat, static regions
+    return video
+
+
+def run(model, video):
+    with torch.no_grad():
+        return model(video)
+
+
+@pytest.mark.parametrize('reduction', [
+    dict(input=dict(NEPAM, ratio=0.)),
+    dict(input=dict(NEPAM, ratio=None, num_windows=0)),
+    dict(blocks=dict(TOME, r=0)),
+    dict(input=dict(NEPAM, ratio=0.), blocks=dict(TOME, r=0)),
+])
+def test_reduction_off_equals_dense_exactly(reduction):
+    dense, reduced = build(), build(reduction)
+    reduced.load_state_dict(dense.state_dict())
+    video = clips()
+    assert torch.equal(run(reduced, video), run(dense, video))
+    assert reduced.tokens_per_block == [64, 64, 64]
+
+
+@pytest.mark.parametrize('reduction, tokens', [
+    (dict(input=NEPAM), [36, 36, 36]),
+    (dict(blocks=TOME), [64, 54, 44]),
+    (dict(input=NEPAM, blocks=TOME), [36, 26, 16]),
+    (dict(blocks=dict(TOME, r=[20, 5, 0])), [64, 44, 39]),
+    (dict(blocks=dict(TOME, r=10, schedule='decreasing')), [64, 44, 34]),
+])
+def test_tokens_per_block_and_sizes(reduction, tokens):
+    model = build(dict(reduction, track_source=True))
+    out = run(model, clips())
+    assert out.shape == (3, 48)
+    assert model.tokens_per_block == tokens
+    state = model.last_state
+    assert torch.equal(state.size.sum(1).flatten(), torch.full((3, ), 64.))
+    # Every input tubelet is held by exactly one token.
+    assert torch.equal(state.source.sum(1), torch.ones(3, 64))
+    assert torch.equal(state.source.sum(2, keepdim=True), state.size)
+
+
+@pytest.mark.parametrize('reduction', [
+    dict(input=NEPAM),
+    dict(blocks=TOME),
+    dict(input=NEPAM, blocks=TOME, proportional_attention=True),
+    dict(input=dict(NEPAM, ratio=None, threshold=0.6), blocks=TOME),
+])
+def test_batch_invariant_and_deterministic(reduction):
+    model = build(reduction)
+    video = clips()
+    batched = run(model, video)
+    assert torch.equal(batched, run(model, video))
+    for i in range(3):
+        torch.testing.assert_close(
+            run(model, video[i:i + 1]), batched[i:i + 1], rtol=1e-4,
+            atol=1e-5)
+
+
+def test_threshold_mode_pads_and_counts_differ():
+    model = build(dict(input=dict(NEPAM, ratio=None, threshold=0.6)))
+    video = clips()
+    run(model, video[:1])
+    flat_clip = model.tokens_per_block[0]
+    run(model, video[1:2])
+    busy_clip = model.tokens_per_block[0]
+    assert flat_clip < busy_clip
+    run(model, video)
+    assert model.last_state.padded
+    assert model.tokens_per_block[0] == busy_clip
+
+
+def test_proportional_attention_changes_merged_outputs_only():
+    plain = build(dict(input=NEPAM))
+    proportional = build(dict(input=NEPAM, proportional_attention=True))
+    video = clips()
+    assert not torch.allclose(run(plain, video), run(proportional, video))
+    dense, dense_prop = build(), build(dict(proportional_attention=True))
+    assert torch.equal(run(dense, video), run(dense_prop, video))
+
+
+def test_reduction_times_are_recorded():
+    model = build(dict(input=NEPAM, blocks=TOME))
+    model.time_reductions = True
+    run(model, clips())
+    assert model.reduction_seconds > 0
+
+
+@pytest.mark.parametrize('reducer, field', [
+    (dict(input=dict(NEPAM, ratio=1.5)), 'ratio'),
+    (dict(input=dict(NEPAM, ratio=None, num_windows=-1)), 'num_windows'),
+    (dict(input=dict(NEPAM, num_windows=3)), 'exactly one'),
+    (dict(input=dict(NEPAM, window=(2, 0, 2))), 'window'),
+    (dict(input=dict(NEPAM, distance='l3')), 'distance'),
+    (dict(input=dict(NEPAM, position='first')), 'position'),
+    (dict(blocks=dict(TOME, r=-1)), 'r must be'),
+    (dict(blocks=dict(TOME, r=[1, 2])), '3 values'),
+    (dict(blocks=dict(TOME, schedule='cosine')), 'schedule'),
+    (dict(blocks=TOME, proportional_attention=1), 'proportional_attention'),
+])
+def test_bad_budgets_raise_at_build(reducer, field):
+    with pytest.raises(ValueError, match=field):
+        build(reducer)
+
+
+@pytest.mark.parametrize('reducer, field', [
+    (dict(NEPAM, window=(5, 1, 1)), 'window'),
+    (dict(NEPAM, ratio=None, num_windows=9), 'num_windows=9'),
+])
+def test_budgets_the_grid_cannot_serve_raise(reducer, field):
+    model = build(dict(input=reducer))
+    with pytest.raises(ValueError, match=field):
+        run(model, clips())
+
+
+def test_feat_map_with_reduction_is_refused():
+    with pytest.raises(ValueError, match='return_feat_map'):
+        build(dict(input=NEPAM), return_feat_map=True)
+
+
+def test_reduced_configs_parse_and_build():
+    from conftest import ROOT
+    paths = sorted((ROOT / 'configs').rglob('videomae_nepam.py')) + sorted(
+        (ROOT / 'configs').rglob('videomae_tome.py'))
+    assert len(paths) == 8
+    for path in paths:
+        cfg = Config.fromfile(path)
+        reduction = cfg.model.backbone.token_reduction
+        assert reduction.get('input') or reduction.get('blocks')
+        assert cfg.load_from.startswith('https://download.openmmlab.com/')
+        backbone = dict(cfg.model.backbone, depth=2)  # small enough to build
+        MODELS.build(backbone)
