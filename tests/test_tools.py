@@ -127,3 +127,28 @@ def test_benchmark_tool_writes_json(tmp_path):
     assert ours['tokens_per_block'] == [64] * 4
     assert ours['activation_mib'] > 0 and ours['total_mib'] > 0
     assert 'speedup' in result.stdout
+
+
+def test_benchmark_of_a_reduced_config_reports_the_reduction(tmp_path):
+    out = tmp_path / 'bench.json'
+    config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
+    run_tool([
+        sys.executable, 'tools/benchmark.py', str(config), '--repeats', '2',
+        '--json', str(out)
+    ])
+    figures = json.loads(out.read_text())
+    assert set(figures['models']) == {'stock', 'dense', 'ours'}
+    assert figures['models']['ours']['tokens_per_block'] == [36] * 4
+    assert figures['flops_ratio_vs_stock'] < 0.7
+    assert 0 < figures['reduction_overhead'] < 1
+
+
+def test_threshold_benchmark_compares_padding_with_single_clips(tmp_path):
+    from mmtokred.benchmark.threshold import compare_padding
+    config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
+    result = compare_padding(str(config), threshold=0.5, batch_size=3,
+                             repeats=1)
+    assert result['tokens_per_clip'][0] > result['tokens_per_clip'][2]
+    assert result['padded_length'] == max(result['tokens_per_clip'])
+    assert result['max_abs_diff'] < 1e-4
+    assert result['padded_speedup'] > 0

@@ -54,6 +54,27 @@ def _seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def _reduction_overhead(model: nn.Module, forward: Callable,
+                        repeats: int) -> Optional[float]:
+    """Median fraction of a forward pass spent in the token reducers (in a
+    separate, synchronised pass: timing them slows the measured runs)."""
+    backbone = model.backbone
+    if getattr(backbone, 'input_reducer', None) is None and getattr(
+            backbone, 'block_reducer', None) is None:
+        return None
+    fractions = []
+    backbone.time_reductions = True
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward()
+            fractions.append(backbone.reduction_seconds /
+                             (time.perf_counter() - start))
+    finally:
+        backbone.time_reductions = False
+    return statistics.median(fractions)
+
+
 def compare(config: str,
             checkpoint: Optional[str] = None,
             cfg_options: Optional[Dict] = None,
@@ -71,9 +92,11 @@ def compare(config: str,
             ``num_frames`` and ``img_size``.
 
     Returns:
-        A dict with per-model figures under ``models`` and the ratios
+        A dict with per-model figures under ``models``, the ratios
         ``speedup_vs_stock``, ``speedup_vs_dense``, ``flops_ratio_vs_stock``
-        and ``peak_mem_ratio_vs_stock`` (ours / stock).
+        and ``peak_mem_ratio_vs_stock`` (ours / stock), and
+        ``reduction_overhead`` (fraction of our forward pass spent in the
+        reducers; None without reduction).
     """
     for name, value, low in (('batch_size', batch_size, 1),
                              ('warmup', warmup, 0), ('repeats', repeats, 1)):
@@ -110,6 +133,7 @@ def compare(config: str,
     for name, value in seconds.items():
         figures[name]['seconds_per_batch'] = value
         figures[name]['clips_per_s'] = batch_size / value
+    overhead = _reduction_overhead(models['ours'], forwards['ours'], repeats)
 
     if dev.type == 'cuda':
         for name, forward in forwards.items():
@@ -147,6 +171,7 @@ def compare(config: str,
         peak_mem_ratio_vs_stock=ours['activation_mib'] /
         stock['activation_mib'],
         total_mem_ratio_vs_stock=ours['total_mib'] / stock['total_mib'],
+        reduction_overhead=overhead,
     )
 
 
@@ -174,4 +199,8 @@ def format_table(result: Dict) -> str:
         f"{result['total_mem_ratio_vs_stock']:.3f}); ours vs dense: speedup "
         f"{result['speedup_vs_dense']:.2f}x; max |dense - stock| = "
         f"{result['max_abs_diff_dense_vs_stock']:.2e}")
+    if result['reduction_overhead'] is not None:
+        lines.append('time in the token reducers: '
+                     f"{100 * result['reduction_overhead']:.1f}% of the "
+                     'forward pass')
     return '\n'.join(lines)

@@ -69,9 +69,9 @@ def window_scores(pixels: Tensor, members: Tensor, distance: str) -> Tensor:
     windows = pixels[:, members]  # (B, M, V, P)
     reference = windows[:, :, :1]
     if distance == 'l1':
-        per_patch = (windows - reference).abs().mean(-1)
+        per_patch = (windows - reference).abs_().mean(-1)
     elif distance == 'l2':
-        per_patch = (windows - reference).square().mean(-1)
+        per_patch = (windows - reference).square_().mean(-1)
     else:
         per_patch = -F.cosine_similarity(windows, reference, dim=-1)
     return per_patch.mean(-1)
