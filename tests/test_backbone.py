@@ -148,9 +148,9 @@ class KeepFirstTubelet(InputReducer):
 class MergeAdjacentPairs(BlockReducer):
     """Averages token pairs (2i, 2i+1) in block 0, tracking sizes."""
 
-    def forward(self, x, keys, state, block_index
+    def forward(self, x, attn, state, block_index
                 ) -> Tuple[torch.Tensor, TokenState]:
-        assert keys.shape[:2] == x.shape[:2]
+        assert attn.metric.shape[:2] == x.shape[:2]
         if block_index != 0:
             return x, state
         size = state.size if state.size is not None else torch.ones_like(
@@ -182,7 +182,7 @@ def test_reducers_plug_in_and_pool_by_size():
 class MergeFirstHalf(BlockReducer):
     """Merges the first half of the tokens into one token of that size."""
 
-    def forward(self, x, keys, state, block_index):
+    def forward(self, x, attn, state, block_index):
         half = x.shape[1] // 2
         merged = x[:, :half].mean(1, keepdim=True)
         size = torch.ones_like(x[:, half - 1:, :1])

@@ -141,6 +141,7 @@ def test_benchmark_of_a_reduced_config_reports_the_reduction(tmp_path):
     assert figures['models']['ours']['tokens_per_block'] == [36] * 4
     assert figures['flops_ratio_vs_stock'] < 0.7
     assert 0 < figures['reduction_overhead'] < 1
+    assert figures['models']['ours']['branch_counts'] == {}
 
 
 def test_threshold_benchmark_compares_padding_with_single_clips(tmp_path):

@@ -75,6 +75,23 @@ def _reduction_overhead(model: nn.Module, forward: Callable,
     return statistics.median(fractions)
 
 
+def _branch_counts(model: nn.Module, forward: Callable) -> Dict[str, int]:
+    """Branches the reducers took in one forward pass (e.g. PPT's pool and
+    prune decisions per clip and block)."""
+    reducers = [
+        getattr(model.backbone, name, None)
+        for name in ('input_reducer', 'block_reducer')
+    ]
+    reducers = [reducer for reducer in reducers if reducer is not None]
+    for reducer in reducers:
+        reducer.reset_counts()
+    forward()
+    counts: Dict[str, int] = {}
+    for reducer in reducers:
+        counts.update(reducer.branch_counts())
+    return counts
+
+
 def compare(config: str,
             checkpoint: Optional[str] = None,
             cfg_options: Optional[Dict] = None,
@@ -134,6 +151,8 @@ def compare(config: str,
         figures[name]['seconds_per_batch'] = value
         figures[name]['clips_per_s'] = batch_size / value
     overhead = _reduction_overhead(models['ours'], forwards['ours'], repeats)
+    figures['ours']['branch_counts'] = _branch_counts(models['ours'],
+                                                      forwards['ours'])
 
     if dev.type == 'cuda':
         for name, forward in forwards.items():
@@ -203,4 +222,8 @@ def format_table(result: Dict) -> str:
         lines.append('time in the token reducers: '
                      f"{100 * result['reduction_overhead']:.1f}% of the "
                      'forward pass')
+    counts = result['models']['ours'].get('branch_counts')
+    if counts:
+        lines.append('branches taken in one forward pass: ' + ', '.join(
+            f'{name} {count}' for name, count in counts.items()))
     return '\n'.join(lines)

@@ -1,10 +1,15 @@
+from .jmp import JMP
 from .nepam import NEPAM
-from .reducers import (BlockReducer, InputReducer, TokenReduction,
-                       build_token_reduction)
+from .ppt import PPT
+from .reducers import (AttentionInputs, BlockReducer, InputReducer, Reducer,
+                       TokenReduction, build_token_reduction)
+from .similarity_pruning import PatchSimilarityPruning, SimilarityPruning
 from .tome import ToMe
 from .vit_token_reduction import TokenReductionVisionTransformer
 
 __all__ = [
-    'BlockReducer', 'InputReducer', 'NEPAM', 'ToMe', 'TokenReduction',
-    'TokenReductionVisionTransformer', 'build_token_reduction'
+    'AttentionInputs', 'BlockReducer', 'InputReducer', 'JMP', 'NEPAM', 'PPT',
+    'PatchSimilarityPruning', 'Reducer', 'SimilarityPruning', 'ToMe',
+    'TokenReduction', 'TokenReductionVisionTransformer',
+    'build_token_reduction'
 ]

@@ -12,7 +12,7 @@ from mmaction.models.backbones.vit_mae import Attention, Block
 from torch import Tensor
 
 from ..ops import TokenState, attention
-from .reducers import BlockReducer
+from .reducers import AttentionInputs, BlockReducer
 
 
 class FusedAttention(Attention):
@@ -23,13 +23,14 @@ class FusedAttention(Attention):
 
     def forward(self,
                 x: Tensor,
-                key_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                key_bias: Optional[Tensor] = None
+                ) -> Tuple[Tensor, AttentionInputs]:
         """Attend over ``x`` ``(B, N, C)``, adding ``key_bias`` ``(B, N)``
         (log size, padding) to the logits of each key.
 
         Returns:
-            The attention output ``(B, N, C)`` and the keys ``(B, H, N, C/H)``
-            (averaged over heads, the similarity metric of token merging).
+            The attention output ``(B, N, C)`` and what it attended with,
+            for token reducers.
         """
         B, N, C = x.shape
         if hasattr(self, 'q_bias'):
@@ -48,7 +49,7 @@ class FusedAttention(Attention):
             key_bias,
             dropout_p=self.attn_drop.p if self.training else 0.)
         x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
-        return x, k
+        return x, AttentionInputs(q, k, v, self.scale, key_bias)
 
 
 class ReducibleBlock(Block):
@@ -68,11 +69,11 @@ class ReducibleBlock(Block):
         gamma_1 = getattr(self, 'gamma_1', None)
         gamma_2 = getattr(self, 'gamma_2', None)
         key_bias = state.key_bias(proportional_attention, x.dtype)
-        attn, keys = self.attn(self.norm1(x), key_bias)
+        attn, inputs = self.attn(self.norm1(x), key_bias)
         x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
         if reducer is not None:
             start = synchronized_now(x) if timer is not None else 0.
-            x, state = reducer(x, keys.mean(1), state, block_index)
+            x, state = reducer(x, inputs, state, block_index)
             if timer is not None:
                 timer.append(synchronized_now(x) - start)
         mlp = self.mlp(self.norm2(x))

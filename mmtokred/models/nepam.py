@@ -67,6 +67,7 @@ class NEPAM(InputReducer):
                 raise ValueError(
                     f'NEPAM {name} must be one of {allowed}, got {value!r}')
         self.window = window
+        self.may_pad = threshold is not None
         self.ratio = ratio
         self.num_windows = num_windows
         self.threshold = threshold

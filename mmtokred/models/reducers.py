@@ -9,8 +9,8 @@ for each place, each a config dict of a module registered in mmaction's
   patch projection and decides which tokens the first block gets, so that
   every block, and the peak memory, see fewer tokens.
 - ``blocks``: a :class:`BlockReducer`. Every block calls it between the
-  attention residual and the MLP, with the head-averaged keys of that block's
-  attention as a similarity metric.
+  attention residual and the MLP, with that block's queries, keys and values
+  (:class:`AttentionInputs`) for similarity and importance scores.
 
 Both return the reduced tokens with their :class:`~mmtokred.ops.TokenState`,
 so sizes are tracked in one place and pooling stays size-weighted.
@@ -34,8 +34,39 @@ STAGES = ('input', 'blocks')
 SWITCHES = ('proportional_attention', 'track_source')
 
 
-class InputReducer(nn.Module):
+class AttentionInputs(NamedTuple):
+    """What a block's attention worked on, for the reducer of that block."""
+    q: Tensor  #: (B, H, N, D)
+    k: Tensor  #: (B, H, N, D)
+    v: Tensor  #: (B, H, N, D)
+    scale: float  #: multiplier of the dot products
+    key_bias: Optional[Tensor]  #: (B, N) added to the logits, or None
+
+    @property
+    def metric(self) -> Tensor:
+        """The keys averaged over heads ``(B, N, D)``: ToMe's similarity."""
+        return self.k.mean(1)
+
+
+class Reducer(nn.Module):
+    """What every token reducer offers the tools."""
+
+    def branch_counts(self) -> Dict[str, int]:
+        """How often each branch of an adaptive reducer was taken since
+        :meth:`reset_counts` (e.g. PPT's pool/prune decisions per clip and
+        block); empty for reducers without branches."""
+        return {}
+
+    def reset_counts(self) -> None:
+        """Start counting branches afresh."""
+
+
+class InputReducer(Reducer):
     """Turns a clip into (fewer) tokens before the first block."""
+
+    #: Whether clips of one batch may keep different numbers of tokens (the
+    #: batch is then padded; see ``TokenState.padded``).
+    may_pad = False
 
     def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
                 track_source: bool) -> Tuple[Tensor, TokenState]:
@@ -57,19 +88,23 @@ class InputReducer(nn.Module):
         raise NotImplementedError
 
 
-class BlockReducer(nn.Module):
+class BlockReducer(Reducer):
     """Reduces the tokens inside a block, between attention and MLP."""
+
+    #: Whether it handles padded batches (from an input reducer that may pad)
+    #: so that a clip's result is the same alone and in a batch.
+    supports_padding = False
 
     def bind(self, depth: int) -> None:
         """Called once by the backbone, at build time, with its depth."""
 
-    def forward(self, x: Tensor, keys: Tensor, state: TokenState,
+    def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
         """Return the reduced tokens of block ``block_index``.
 
         Args:
             x: tokens ``(B, N, C)`` after the attention residual.
-            keys: that attention's keys averaged over heads ``(B, N, C/H)``.
+            attn: that block's attention inputs.
             state: what the tokens stand for (``size`` None: all ones).
             block_index: position of the block, from 0.
         """
@@ -116,6 +151,12 @@ def build_token_reduction(cfg: Optional[Dict], depth: int) -> TokenReduction:
         built.append(reducer)
     if built[1] is not None:
         built[1].bind(depth)
+    if built[0] is not None and built[0].may_pad and built[1] is not None \
+            and not built[1].supports_padding:
+        raise ValueError(
+            f'token_reduction.blocks: {type(built[1]).__name__} cannot follow '
+            f'an input stage that pads the batch ({type(built[0]).__name__} '
+            'in threshold mode); give the input stage a fixed budget')
     return TokenReduction(built[0], built[1],
                           cfg.get('proportional_attention', False),
                           cfg.get('track_source', False))

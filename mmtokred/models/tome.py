@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ..ops import (TokenState, bipartite_soft_matching, merge_schedule,
                    merge_with_sizes)
-from .reducers import BlockReducer
+from .reducers import AttentionInputs, BlockReducer
 
 
 @MODELS.register_module()
@@ -39,10 +39,13 @@ class ToMe(BlockReducer):
     def bind(self, depth: int) -> None:
         self.counts = merge_schedule(self.r, depth, self.schedule)
 
-    def forward(self, x: Tensor, keys: Tensor, state: TokenState,
+    supports_padding = True
+
+    def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
         valid = state.size[..., 0] > 0 if state.padded else None
-        merge, r = bipartite_soft_matching(keys, self.counts[block_index],
+        merge, r = bipartite_soft_matching(attn.metric,
+                                           self.counts[block_index],
                                            self.protected, valid)
         if r == 0:
             return x, state

@@ -1,0 +1,55 @@
+"""Patch-similarity pruning that keeps a representative of every cluster.
+
+A token's redundancy is its mean cosine similarity to the other tokens. The
+most redundant are pruned, but only those with a less redundant token at
+least ``threshold`` similar: following such links always reaches a kept
+token, so no group of similar tokens is pruned entirely.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def similarity_prune_index(features: Tensor, r: int,
+                           threshold: Optional[float] = None
+                           ) -> Tuple[Tensor, Tensor]:
+    """Choose ``r`` redundant tokens of ``features`` ``(B, N, C)`` to prune.
+
+    Args:
+        r: tokens to prune, in [0, N - 1].
+        threshold: cosine similarity a pruned token needs to a less
+            redundant token (None: any similarity; the least redundant token
+            is always kept).
+
+    Returns:
+        ``(B, N - r)`` indices of the kept tokens in token order, and
+        ``(B,)`` how many pruned tokens had no such similar token (pruned
+        anyway to keep the budget; 0 when the clip had enough).
+    """
+    batch, n, _ = features.shape
+    if not 0 <= r < n:
+        raise ValueError(f'r must be in [0, {n - 1}] for {n} tokens, got {r}')
+    if threshold is not None and not -1 <= threshold <= 1:
+        raise ValueError(f'threshold is a cosine similarity in [-1, 1], got '
+                         f'{threshold}')
+    unit = F.normalize(features.float(), dim=-1)
+    similarity = unit @ unit.transpose(1, 2)  # (B, N, N)
+    redundancy = (similarity.sum(-1) - similarity.diagonal(
+        dim1=1, dim2=2)) / max(n - 1, 1)
+    order = redundancy.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(n, device=order.device).expand(batch, -1))
+    less_redundant = rank[:, None, :] > rank[:, :, None]
+    cover = similarity.masked_fill(~less_redundant, -torch.inf).amax(-1)
+    eligible = cover >= (-1. if threshold is None else threshold)
+    # Eligible tokens first (redundancy is in [-1, 1]), most redundant first.
+    key = redundancy + 3. * eligible
+    pruned = key.topk(r, dim=1).indices
+    keep = torch.ones(batch, n, dtype=torch.bool, device=features.device)
+    keep.scatter_(1, pruned, False)
+    index = keep.to(torch.uint8).argsort(dim=1, descending=True,
+                                         stable=True)[:, :n - r]
+    fallbacks = (r - eligible.sum(1)).clamp(min=0)
+    return index, fallbacks

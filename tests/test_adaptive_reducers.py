@@ -1,0 +1,231 @@
+"""PPT, JMP and patch-similarity pruning: ops and backbone."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmaction.registry import MODELS
+from mmengine.config import Config
+
+from mmtokred.models import PPT, AttentionInputs
+from mmtokred.ops import (TokenState, concentration, merge_or_prune,
+                          pooled_query_importance,
+                          received_attention_importance,
+                          similarity_prune_index)
+
+SMALL = dict(type='TokenReductionVisionTransformer', img_size=64,
+             patch_size=16, embed_dims=48, depth=4, num_heads=4, num_frames=8)
+REDUCERS = {
+    'ppt': dict(blocks=dict(type='PPT', blocks=(1, 2), r=(10, 8))),
+    'ppt_attention': dict(blocks=dict(type='PPT', blocks=(1, ), r=12,
+                                      importance='attention')),
+    'jmp': dict(blocks=dict(type='JMP', blocks=(1, 2), r=(10, 8),
+                            threshold=0.2)),
+    'patchsim': dict(input=dict(type='PatchSimilarityPruning', ratio=0.4)),
+    'progressive': dict(blocks=dict(type='SimilarityPruning', blocks=(1, 2),
+                                    r=10)),
+    'nepam_jmp': dict(input=dict(type='NEPAM', ratio=0.5),
+                      blocks=dict(type='JMP', blocks=(1, ), r=10)),
+}
+
+
+def build(token_reduction=None):
+    torch.manual_seed(0)
+    return MODELS.build(dict(SMALL, token_reduction=token_reduction)).eval()
+
+
+def clips(batch=3):
+    video = torch.randn(batch, 3, 8, 64, 64,
+                        generator=torch.Generator().manual_seed(1))
+    video[0, :, :, :32] = 0.3
+    return video
+
+
+def run(model, video):
+    with torch.no_grad():
+        return model(video)
+
+
+# --- importance and the PPT statistic -------------------------------------
+def test_pooled_query_importance_is_the_mean_query_attention():
+    q, k, v = torch.randn(3, 2, 4, 12, 8).unbind(0)
+    got = pooled_query_importance(q, k, v, 0.35)
+    attention = (q.mean(2, keepdim=True) @ k.transpose(-2, -1) *
+                 0.35).softmax(-1).squeeze(2).sum(1)
+    expected = attention * v.transpose(1, 2).flatten(2).norm(dim=-1)
+    torch.testing.assert_close(got, expected / expected.sum(1, keepdim=True))
+
+
+def test_received_attention_importance_uses_the_full_matrix():
+    q, k, v = torch.randn(3, 2, 4, 12, 8).unbind(0)
+    got = received_attention_importance(q, k, v, 0.35)
+    matrix = F.softmax(q @ k.transpose(-2, -1) * 0.35, -1)
+    expected = matrix.mean(2).sum(1) * v.transpose(1, 2).flatten(2).norm(
+        dim=-1)
+    torch.testing.assert_close(got, expected / expected.sum(1, keepdim=True))
+
+
+def test_concentration_is_independent_of_the_token_count():
+    scores = torch.tensor([[4., 1., 1., 2.]])
+    tiled = scores.repeat(1, 8)
+    value = concentration(scores / scores.sum())
+    torch.testing.assert_close(concentration(tiled / tiled.sum()), value)
+    assert concentration(torch.full((1, 50), 0.02)).item() == pytest.approx(
+        0, abs=1e-9)
+
+
+def attention_inputs(concentrated: bool, n=16, batch=1):
+    """Keys equal (even attention) or one key aligned with the queries."""
+    q = torch.ones(batch, 2, n, 8)
+    k = torch.zeros(batch, 2, n, 8)
+    if concentrated:
+        k[:, :, 5] = 3.
+    v = torch.ones(batch, 2, n, 8)
+    return AttentionInputs(q, k + 0.01 * torch.randn(k.shape), v, 1., None)
+
+
+@pytest.mark.parametrize('concentrated, branch', [(False, 'pool'),
+                                                  (True, 'prune')])
+def test_ppt_branch_follows_the_statistic(concentrated, branch):
+    ppt = PPT(blocks=(0, ), r=4, threshold=2.69)
+    ppt.bind(1)
+    x = torch.randn(1, 16, 6)
+    out, state = ppt(x, attention_inputs(concentrated), TokenState(), 0)
+    assert out.shape == (1, 12, 6)
+    assert ppt.branch_counts() == {branch: 1, ({'pool', 'prune'} -
+                                               {branch}).pop(): 0}
+    if branch == 'prune':
+        # The one important token survives untouched, every size is 1.
+        assert any(torch.equal(out[0, i], x[0, 5]) for i in range(12))
+        assert torch.equal(state.size, torch.ones(1, 12, 1))
+    else:
+        assert state.size.sum() == 16 and state.size.max() > 1
+
+
+def test_ppt_decides_per_clip():
+    ppt = PPT(blocks=(0, ), r=4)
+    ppt.bind(1)
+    even, peaked = attention_inputs(False), attention_inputs(True)
+    both = AttentionInputs(*(torch.cat([a, b]) for a, b in zip(
+        (even.q, even.k, even.v), (peaked.q, peaked.k, peaked.v))), 1., None)
+    ppt(torch.randn(2, 16, 6), both, TokenState(), 0)
+    assert ppt.branch_counts() == {'pool': 1, 'prune': 1}
+
+
+# --- JMP ----------------------------------------------------------------
+def test_jmp_merges_similar_and_prunes_dissimilar_tokens():
+    metric = torch.eye(6)[None].clone()  # six orthogonal tokens
+    metric[0, 4] = metric[0, 0]  # token 4 is a copy of token 0
+    x = torch.arange(6.).view(1, 6, 1)
+    importance = torch.tensor([[6., 5., 4., 3., 1., 0.5]])
+    state = TokenState(source=torch.eye(6)[None])
+    out, state, merged = merge_or_prune(x, metric, state, importance, r=2,
+                                        threshold=0.9)
+    # Tokens 4 (similar to 0) merged into 0, token 5 (dissimilar) pruned.
+    assert merged.tolist() == [[True, False]]
+    assert out.flatten().tolist() == [2., 1., 2., 3.]
+    assert state.size.flatten().tolist() == [2., 1., 1., 1.]
+    assert torch.equal(state.source.sum(2, keepdim=True), state.size)
+    assert state.source[0, 0].tolist() == [1., 0., 0., 0., 1., 0.]
+    assert state.source.sum(1)[0, 5] == 0  # pruned: held by no token
+
+
+def test_jmp_rejects_bad_budgets():
+    x = torch.randn(1, 5, 3)
+    with pytest.raises(ValueError, match='r must be'):
+        merge_or_prune(x, x, TokenState(), torch.rand(1, 5), 5, 0.5)
+    with pytest.raises(ValueError, match='threshold'):
+        merge_or_prune(x, x, TokenState(), torch.rand(1, 5), 2, 1.5)
+
+
+# --- patch-similarity pruning --------------------------------------------
+def test_similarity_pruning_keeps_a_member_of_every_cluster():
+    generator = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(3, 16, generator=generator), dim=-1)
+    sizes = [8, 5, 2]  # three clusters of near-copies
+    members = torch.cat([
+        c + 0.01 * torch.randn(n, 16, generator=generator)
+        for c, n in zip(centres, sizes)
+    ])
+    loners = torch.randn(4, 16, generator=generator)
+    features = torch.cat([members, loners])[None]
+    keep, fallbacks = similarity_prune_index(features, 12, threshold=0.9)
+    kept = set(keep[0].tolist())
+    assert keep.shape == (1, 7) and fallbacks.item() == 0
+    starts = [0, 8, 13]
+    for start, n in zip(starts, sizes):
+        assert kept & set(range(start, start + n))  # one member stays
+    assert set(range(15, 19)) <= kept  # unique tokens are not redundant
+
+
+def test_similarity_pruning_reports_fallbacks():
+    features = torch.eye(6)[None]  # nothing is similar to anything
+    keep, fallbacks = similarity_prune_index(features, 2, threshold=0.5)
+    assert keep.shape == (1, 4) and fallbacks.item() == 2
+
+
+# --- in the backbone -----------------------------------------------------
+@pytest.mark.parametrize('reduction', [
+    dict(blocks=dict(type='PPT', blocks=(1, ), r=0)),
+    dict(blocks=dict(type='JMP', blocks=(1, 2), r=0)),
+    dict(input=dict(type='PatchSimilarityPruning', ratio=0.)),
+    dict(blocks=dict(type='SimilarityPruning', blocks=(0, ), r=0)),
+])
+def test_budget_zero_equals_dense(reduction):
+    dense, reduced = build(), build(reduction)
+    video = clips()
+    assert torch.equal(run(reduced, video), run(dense, video))
+
+
+@pytest.mark.parametrize('name', list(REDUCERS))
+def test_batch_invariant_deterministic_and_consistent(name):
+    model = build(dict(REDUCERS[name], track_source=True))
+    video = clips()
+    batched = run(model, video)
+    assert torch.equal(batched, run(model, video))
+    state = model.last_state
+    # Mixed prune/merge: a token's size is the patches it holds; no patch is
+    # held twice (pruned ones by none).
+    size = state.size if state.size is not None else torch.ones(
+        *batched.shape[:1], model.tokens_per_block[-1], 1)
+    assert torch.equal(state.source.sum(2, keepdim=True), size)
+    assert state.source.sum(1).max() <= 1
+    for i in range(3):
+        torch.testing.assert_close(run(model, video[i:i + 1]),
+                                   batched[i:i + 1], rtol=1e-4, atol=1e-5)
+
+
+def test_branch_counts_are_recorded():
+    model = build(REDUCERS['ppt'])
+    run(model, clips())
+    counts = model.block_reducer.branch_counts()
+    assert counts['pool'] + counts['prune'] == 3 * 2  # clips x blocks
+    model.block_reducer.reset_counts()
+    assert sum(model.block_reducer.branch_counts().values()) == 0
+
+
+@pytest.mark.parametrize('reduction, field', [
+    (dict(blocks=dict(type='PPT', blocks=(1, 9), r=3)), r'blocks \[9\]'),
+    (dict(blocks=dict(type='PPT', blocks=(1, 2), r=(3, ))), 'r must be'),
+    (dict(blocks=dict(type='PPT', threshold=-1.)), 'threshold'),
+    (dict(blocks=dict(type='PPT', blocks=(1, ), r=3, importance='cls')),
+     'importance'),
+    (dict(blocks=dict(type='JMP', blocks=(1, ), r=3, threshold=2.)),
+     'threshold'),
+    (dict(blocks=dict(type='JMP', blocks=(), r=3)), 'blocks'),
+    (dict(input=dict(type='PatchSimilarityPruning', ratio=1.)), 'ratio'),
+    (dict(blocks=dict(type='SimilarityPruning', blocks=(1, ), r=-2)),
+     'r must be'),
+    (dict(input=dict(type='NEPAM', threshold=0.4),
+          blocks=dict(type='PPT', blocks=(1, ), r=3)), 'threshold mode'),
+])
+def test_bad_budgets_and_thresholds_raise(reduction, field):
+    with pytest.raises(ValueError, match=field):
+        build(reduction)
+
+
+def test_adaptive_configs_parse_and_build():
+    from conftest import ROOT
+    names = ['ppt', 'jmp', 'patchsim', 'nepam_jmp']
+    for name in names:
+        cfg = Config.fromfile(ROOT / 'configs' / f'videomae_{name}.py')
+        assert cfg.load_from.startswith('https://download.openmmlab.com/')
+        MODELS.build(cfg.model.backbone)
