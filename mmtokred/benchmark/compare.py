@@ -38,7 +38,7 @@ def _device_name(device: torch.device) -> str:
     return f'cpu ({torch.get_num_threads()} threads)'
 
 
-def _seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
+def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
                        repeats: int) -> Dict[str, float]:
     """Median wall time of each forward; the models take turns in every
     repetition so that a noisy neighbour hurts all of them alike."""
@@ -146,7 +146,7 @@ def compare(config: str,
         blocks = getattr(model.backbone, 'tokens_per_block', None)
         figures[name]['tokens_per_block'] = list(blocks) if blocks else None
 
-    seconds = _seconds_per_batch(forwards, warmup, repeats)
+    seconds = seconds_per_batch(forwards, warmup, repeats)
     for name, value in seconds.items():
         figures[name]['seconds_per_batch'] = value
         figures[name]['clips_per_s'] = batch_size / value

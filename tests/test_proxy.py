@@ -1,0 +1,146 @@
+"""The accuracy proxy: generated actions, training, sweep, token pictures."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_tool
+from mmaction.registry import DATASETS
+
+from mmtokred.data import ACTIONS, render_clip, write_action_dataset
+from mmtokred.ops import neighbour_merge
+from mmtokred.visualization import overlay, token_map
+
+PROXY = ROOT / 'configs' / 'proxy' / 'videomae_proxy_dense.py'
+
+
+@pytest.fixture(scope='module')
+def actions(tmp_path_factory):
+    root = tmp_path_factory.mktemp('actions')
+    paths = write_action_dataset(str(root), dict(train=2, val=1, test=1))
+    return root, paths
+
+
+def test_generator_is_deterministic_and_readable(actions, tmp_path):
+    root, paths = actions
+    again = write_action_dataset(str(tmp_path), dict(train=2, val=1, test=1))
+    for split in ('train', 'val', 'test'):
+        assert paths[split].read_text() == again[split].read_text()
+    name = paths['test'].read_text().split()[0]
+    import decord
+    a = decord.VideoReader(str(paths['videos'] / name))
+    b = decord.VideoReader(str(again['videos'] / name))
+    assert len(a) == 32 and (a[7].asnumpy() == b[7].asnumpy()).all()
+    dataset = DATASETS.build(
+        dict(type='VideoDataset', ann_file=str(paths['train']),
+             data_prefix=dict(video=str(paths['videos'])), pipeline=[]))
+    assert len(dataset) == 2 * len(ACTIONS)
+    assert {dataset[i]['label'] for i in range(len(dataset))} == set(
+        range(len(ACTIONS)))
+
+
+def test_test_split_does_not_depend_on_the_train_split(tmp_path):
+    small = write_action_dataset(str(tmp_path / 'a'),
+                                 dict(train=1, val=1, test=1))
+    large = write_action_dataset(str(tmp_path / 'b'),
+                                 dict(train=3, val=1, test=1))
+    assert small['test'].read_text() == large['test'].read_text()
+
+
+def test_motion_defines_the_class():
+    # On a flat background, 'moves right' shifts the object's centre right.
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        frames = render_clip(rng, 0, 16, 64).astype(int)
+        background = frames[0, 0, 0]
+        if (frames[:, 0, 0] == background).all():
+            break
+    columns = [np.nonzero((f != background).any(-1))[1].mean()
+               for f in frames[[0, -1]]]
+    assert columns[1] > columns[0] + 5
+    with pytest.raises(ValueError, match='label'):
+        render_clip(rng, len(ACTIONS), 8, 32)
+
+
+def data_options(paths):
+    options = []
+    for split in ('train', 'val', 'test'):
+        options += [
+            f'{split}_dataloader.dataset.ann_file={paths[split]}',
+            f"{split}_dataloader.dataset.data_prefix.video={paths['videos']}",
+            f'{split}_dataloader.num_workers=0',
+            f'{split}_dataloader.persistent_workers=False',
+            f'{split}_dataloader.batch_size=4',
+        ]
+    return options
+
+
+def test_train_then_sweep(actions, tmp_path):
+    _, paths = actions
+    run_tool([
+        sys.executable, 'tools/train.py', str(PROXY), '--work-dir',
+        str(tmp_path / 'train'), '--cfg-options', 'train_cfg.max_epochs=1',
+        'train_cfg.val_interval=1', *data_options(paths)
+    ])
+    checkpoint = tmp_path / 'train' / 'epoch_1.pth'
+    assert checkpoint.exists()
+    sweep_dir = tmp_path / 'sweep'
+    result = run_tool([
+        sys.executable, 'tools/sweep.py', str(PROXY), str(checkpoint),
+        '--methods', 'nepam', 'jmp', '--repeats', '1', '--work-dir',
+        str(sweep_dir), '--cfg-options', *data_options(paths)
+    ])
+    rows = json.loads((sweep_dir / 'sweep.json').read_text())
+    assert [r['method'] for r in rows][:2] == ['dense', 'nepam']
+    assert len(rows) == 1 + 5 + 4
+    dense = rows[0]
+    assert dense['agreement'] == 1 and dense['flops_ratio'] == 1
+    assert all(0 <= r['top1'] <= 1 for r in rows)
+    nepam = {r['budget']: r for r in rows if r['method'] == 'nepam'}
+    assert nepam[1.0]['flops_ratio'] < nepam[0.25]['flops_ratio'] < 1
+    assert (sweep_dir / 'sweep.csv').read_text().startswith('method,budget')
+    assert (sweep_dir / 'sweep.png').stat().st_size > 10000
+    assert 'wrote' in result.stdout
+
+
+def test_token_map_and_overlay_follow_the_source_map():
+    generator = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv3d(3, 8, (2, 8, 8), (2, 8, 8))
+    video = torch.randn(1, 3, 4, 32, 32, generator=generator)
+    video[..., :16, :16] = 0.  # one flat 2x2x2 window of tubelets
+    _, state = neighbour_merge(video, conv.weight, conv.bias,
+                               torch.zeros(1, 32, 8), (2, 2, 2),
+                               num_merged=1, track_source=True)
+    owners = token_map(state.source[0], (2, 4, 4))
+    assert (owners[:, :2, :2] == owners[0, 0, 0]).all()  # merged together
+    assert len(np.unique(owners)) == 32 - 7
+    frame = np.full((32, 32, 3), 128, np.uint8)
+    sizes = np.bincount(owners.ravel())
+    drawn = overlay(frame, owners[0], sizes)
+    assert (drawn[:16, :16] == drawn[0, 0]).all()  # one colour for the token
+    assert not (drawn[0, 0] == 128).all()
+    assert (drawn[16:, 16:] == 128).all()  # single tubelets untouched
+    pruned = owners[0].copy()
+    pruned[3, 3] = -1
+    assert (overlay(frame, pruned, sizes)[24:, 24:] < 20).all()
+
+
+def test_visualize_tokens_tool(actions, tmp_path):
+    _, paths = actions
+    config = tmp_path / 'nepam_tome.py'
+    config.write_text(
+        f"_base_ = '{PROXY}'\n"
+        'model = dict(backbone=dict(token_reduction=dict(\n'
+        "    input=dict(type='NEPAM', ratio=0.57),\n"
+        "    blocks=dict(type='ToMe', r=16))))\n")
+    video = paths['videos'] / paths['test'].read_text().split()[0]
+    result = run_tool([
+        sys.executable, 'tools/visualize_tokens.py', str(video), str(config),
+        '--blocks', '1', '3', '--out', str(tmp_path / 'tokens')
+    ])
+    assert 'input: 130 tokens' in result.stdout
+    assert (tmp_path / 'tokens.png').stat().st_size > 1000
+    from PIL import Image
+    gif = Image.open(tmp_path / 'tokens.gif')
+    assert gif.n_frames == 8

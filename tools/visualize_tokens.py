@@ -1,0 +1,105 @@
+"""Draw which patches a config's token reduction merged or pruned.
+
+    python tools/visualize_tokens.py VIDEO CONFIG [--checkpoint CKPT]
+        [--blocks 0 5 11] [--out work_dirs/tokens] [--scale 4]
+
+Writes OUT.png (a row per stage: after the input stage and after each chosen
+block; a column per tubelet time step) and OUT.gif (every frame, the stages
+side by side). Tubelets of one merged token share a colour; pruned ones are
+black.
+"""
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from mmaction.registry import MODELS
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+from PIL import Image
+
+import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+from mmtokred.visualization import render_animation, render_grid, token_map
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('video')
+    parser.add_argument('config')
+    parser.add_argument('--checkpoint', help='weights (default: random)')
+    parser.add_argument('--blocks', type=int, nargs='+',
+                        help='blocks whose output to draw (default: last)')
+    parser.add_argument('--out', default='work_dirs/tokens',
+                        help='output path without extension')
+    parser.add_argument('--scale', type=int, default=4,
+                        help='enlarge the pictures this many times')
+    args = parser.parse_args()
+
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope', 'mmaction'))
+    model = MODELS.build(cfg.model).eval()
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint, map_location='cpu')
+    backbone = model.backbone
+    depth = len(backbone.blocks)
+    blocks = args.blocks if args.blocks is not None else [depth - 1]
+    if any(not 0 <= b < depth for b in blocks):
+        raise ValueError(f'--blocks must be in [0, {depth - 1}], got {blocks}')
+
+    pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
+    data = pipeline(
+        dict(filename=args.video, label=-1, start_index=0, modality='RGB'))
+    frames = data['inputs'][0].permute(1, 2, 3, 0).numpy().astype(np.uint8)
+    batch = model.data_preprocessor(pseudo_collate([data]), False)
+    clip = batch['inputs'][0, :1]  # the first view: (1, C, T, H, W)
+
+    states = {}
+
+    def record(name):
+        # Hooks must return None: a value would replace inputs or outputs.
+        def hook(module, inputs, output=None):
+            states[name] = inputs[1] if output is None else output[1]
+
+        return hook
+
+    backbone.track_source = True
+    backbone.blocks[0].register_forward_pre_hook(record('input'))
+    for index in blocks:
+        backbone.blocks[index].register_forward_hook(record(f'block {index}'))
+    with torch.no_grad():
+        backbone(clip)
+
+    grid = (frames.shape[0] // backbone.tubelet_size,
+            frames.shape[1] // backbone.patch_size,
+            frames.shape[2] // backbone.patch_size)
+    maps = {name: token_map(state.source[0], grid)
+            for name, state in states.items()}
+    for name, owners in maps.items():
+        merged = (np.bincount(owners[owners >= 0].ravel()) > 1).sum()
+        print(f'{name}: {len(np.unique(owners[owners >= 0]))} tokens, '
+              f'{merged} of them merged, {(owners < 0).sum()} tubelets pruned')
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def enlarge(image):
+        return cv2.resize(image, None, fx=args.scale, fy=args.scale,
+                          interpolation=cv2.INTER_NEAREST)
+
+    grid_image = enlarge(render_grid(frames, maps, backbone.tubelet_size))
+    cv2.imwrite(str(out.with_suffix('.png')), grid_image[..., ::-1])
+    animation = [
+        Image.fromarray(enlarge(image))
+        for image in render_animation(frames, maps, backbone.tubelet_size)
+    ]
+    animation[0].save(out.with_suffix('.gif'), save_all=True,
+                      append_images=animation[1:], duration=120, loop=0)
+    print(f'wrote {out.with_suffix(".png")} ({" | ".join(maps)} by row) and '
+          f'{out.with_suffix(".gif")}')
+
+
+if __name__ == '__main__':
+    main()
