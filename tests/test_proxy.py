@@ -144,3 +144,15 @@ def test_visualize_tokens_tool(actions, tmp_path):
     from PIL import Image
     gif = Image.open(tmp_path / 'tokens.gif')
     assert gif.n_frames == 8
+
+
+def test_dist_train_runs_two_processes(actions, tmp_path):
+    _, paths = actions
+    result = run_tool([
+        'bash', 'tools/dist_train.sh', str(PROXY), '2', '--work-dir',
+        str(tmp_path), '--cfg-options', 'train_cfg.max_epochs=1',
+        'train_cfg.val_interval=1', *data_options(paths)
+    ], env={'PORT': '29531'})
+    output = result.stdout + result.stderr
+    assert 'GPU number: 2' in output and 'Epoch(val) [1]' in output
+    assert (tmp_path / 'epoch_1.pth').exists()

@@ -1,6 +1,6 @@
 """JMP: joint merging and pruning in chosen blocks (our rule, documented in
 :mod:`mmtokred.ops.joint_merge_prune`)."""
-from typing import Dict, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 from mmaction.registry import MODELS
 from torch import Tensor
@@ -30,6 +30,8 @@ class JMP(SelectedBlocksReducer):
         importance: 'pooled_query' or 'attention' (see PPT).
     """
 
+    branches = ('merge', 'prune')
+
     def __init__(self,
                  blocks: Sequence[int] = (2, 5, 8),
                  r: Union[int, Sequence[int]] = (500, 400, 300),
@@ -42,23 +44,16 @@ class JMP(SelectedBlocksReducer):
         check_importance('JMP', importance)
         self.threshold = threshold
         self.importance = importance
-        self._counts = {'merge': 0, 'prune': 0}
-
-    def branch_counts(self) -> Dict[str, int]:
-        return dict(self._counts)
-
-    def reset_counts(self) -> None:
-        self._counts = {'merge': 0, 'prune': 0}
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = min(self.counts.get(block_index, 0), x.shape[1] - 1)
+        r = min(self.removals.get(block_index, 0), x.shape[1] - 1)
         if r == 0:
             return x, state
         importance = IMPORTANCE[self.importance](attn.q, attn.k, attn.v,
                                                  attn.scale, attn.key_bias)
         x, state, merged = merge_or_prune(x, attn.metric, state, importance,
                                           r, self.threshold)
-        self._counts['merge'] += int(merged.sum())
-        self._counts['prune'] += int((~merged).sum())
+        self.count('merge', merged.sum())
+        self.count('prune', (~merged).sum())
         return x, state

@@ -1,5 +1,5 @@
 """PPT: per clip, pool (merge) or prune in chosen blocks (Wu et al., 2024)."""
-from typing import Dict, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 from mmaction.registry import MODELS
@@ -33,6 +33,8 @@ class PPT(SelectedBlocksReducer):
             token receives, from the full matrix).
     """
 
+    branches = ('pool', 'prune')
+
     def __init__(self,
                  blocks: Sequence[int] = (2, 5, 8),
                  r: Union[int, Sequence[int]] = (500, 400, 300),
@@ -44,24 +46,17 @@ class PPT(SelectedBlocksReducer):
         check_importance('PPT', importance)
         self.threshold = threshold
         self.importance = importance
-        self._counts = {'pool': 0, 'prune': 0}
-
-    def branch_counts(self) -> Dict[str, int]:
-        return dict(self._counts)
-
-    def reset_counts(self) -> None:
-        self._counts = {'pool': 0, 'prune': 0}
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = min(self.counts.get(block_index, 0), x.shape[1] // 2)
+        r = min(self.removals.get(block_index, 0), x.shape[1] // 2)
         if r == 0:
             return x, state
         importance = IMPORTANCE[self.importance](attn.q, attn.k, attn.v,
                                                  attn.scale, attn.key_bias)
         pool = concentration(importance) < self.threshold  # (B,)
-        self._counts['pool'] += int(pool.sum())
-        self._counts['prune'] += int((~pool).sum())
+        self.count('pool', pool.sum())
+        self.count('prune', (~pool).sum())
 
         merge, _ = bipartite_soft_matching(attn.metric, r)
         pooled, pooled_state = merge_with_sizes(merge, x, state)

@@ -23,7 +23,7 @@ Two switches apply to the whole backbone:
 - ``track_source`` (default False): keep the ``(B, N, N0)`` map of which
   input tubelets each token holds, for pictures.
 """
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from mmaction.registry import MODELS
 from torch import Tensor, nn
@@ -49,16 +49,26 @@ class AttentionInputs(NamedTuple):
 
 
 class Reducer(nn.Module):
-    """What every token reducer offers the tools."""
+    """What every token reducer offers the tools: counts of the branches an
+    adaptive reducer took (e.g. PPT's pool/prune decision per clip and
+    block), named in ``branches``."""
+
+    branches: Tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reset_counts()
 
     def branch_counts(self) -> Dict[str, int]:
-        """How often each branch of an adaptive reducer was taken since
-        :meth:`reset_counts` (e.g. PPT's pool/prune decisions per clip and
-        block); empty for reducers without branches."""
-        return {}
+        """How often each branch was taken since :meth:`reset_counts`."""
+        return dict(self._counts)
 
     def reset_counts(self) -> None:
         """Start counting branches afresh."""
+        self._counts = {branch: 0 for branch in self.branches}
+
+    def count(self, branch: str, times: Union[int, Tensor]) -> None:
+        self._counts[branch] += int(times)
 
 
 class InputReducer(Reducer):

@@ -32,10 +32,10 @@ class SelectedBlocksReducer(BlockReducer):
                 not isinstance(c, int) or c < 0 for c in counts):
             raise ValueError(f'{name} r must be an integer >= 0 or one per '
                              f'block of {blocks}, got {r}')
-        self.counts: Dict[int, int] = dict(zip(blocks, counts))
+        self.removals: Dict[int, int] = dict(zip(blocks, counts))
 
     def bind(self, depth: int) -> None:
-        outside = [b for b in self.counts if b >= depth]
+        outside = [b for b in self.removals if b >= depth]
         if outside:
             raise ValueError(f'{type(self).__name__} blocks {outside} do not '
                              f'exist: the backbone has blocks 0..{depth - 1}')

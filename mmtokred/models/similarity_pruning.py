@@ -1,5 +1,5 @@
 """Patch-similarity pruning, at the input or progressively in the blocks."""
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from mmaction.registry import MODELS
@@ -31,6 +31,10 @@ class PatchSimilarityPruning(InputReducer):
             pruning requires (None: any).
     """
 
+    #: 'fallback': pruned patches that had no similar, less redundant patch
+    #: (taken to keep the budget).
+    branches = ('fallback', )
+
     def __init__(self, ratio: float = 0.4,
                  threshold: Optional[float] = 0.5) -> None:
         super().__init__()
@@ -40,13 +44,6 @@ class PatchSimilarityPruning(InputReducer):
         _check('PatchSimilarityPruning', threshold)
         self.ratio = ratio
         self.threshold = threshold
-        self._fallbacks = 0
-
-    def branch_counts(self) -> Dict[str, int]:
-        return {'fallback': self._fallbacks}
-
-    def reset_counts(self) -> None:
-        self._fallbacks = 0
 
     def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
                 track_source: bool) -> Tuple[Tensor, TokenState]:
@@ -63,7 +60,7 @@ class PatchSimilarityPruning(InputReducer):
         # Similarity of content: the embeddings without position.
         index, fallbacks = similarity_prune_index(embeddings, r,
                                                   self.threshold)
-        self._fallbacks += int(fallbacks.sum())
+        self.count('fallback', fallbacks.sum())
         return keep_tokens(tokens, state, index)
 
 
@@ -78,6 +75,8 @@ class SimilarityPruning(SelectedBlocksReducer):
         threshold: as for :class:`PatchSimilarityPruning`.
     """
 
+    branches = ('fallback', )
+
     def __init__(self,
                  blocks: Sequence[int] = (2, 5, 8),
                  r: Union[int, Sequence[int]] = 200,
@@ -85,19 +84,12 @@ class SimilarityPruning(SelectedBlocksReducer):
         super().__init__(blocks, r)
         _check('SimilarityPruning', threshold)
         self.threshold = threshold
-        self._fallbacks = 0
-
-    def branch_counts(self) -> Dict[str, int]:
-        return {'fallback': self._fallbacks}
-
-    def reset_counts(self) -> None:
-        self._fallbacks = 0
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = min(self.counts.get(block_index, 0), x.shape[1] - 1)
+        r = min(self.removals.get(block_index, 0), x.shape[1] - 1)
         if r == 0:
             return x, state
         index, fallbacks = similarity_prune_index(x, r, self.threshold)
-        self._fallbacks += int(fallbacks.sum())
+        self.count('fallback', fallbacks.sum())
         return keep_tokens(x, state, index)

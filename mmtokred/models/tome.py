@@ -34,10 +34,10 @@ class ToMe(BlockReducer):
         self.r = r if isinstance(r, int) else list(r)
         self.schedule = schedule
         self.protected = protected
-        self.counts: List[int] = []
+        self.removals: List[int] = []  # per block, set by bind
 
     def bind(self, depth: int) -> None:
-        self.counts = merge_schedule(self.r, depth, self.schedule)
+        self.removals = merge_schedule(self.r, depth, self.schedule)
 
     supports_padding = True
 
@@ -45,7 +45,7 @@ class ToMe(BlockReducer):
                 block_index: int) -> Tuple[Tensor, TokenState]:
         valid = state.size[..., 0] > 0 if state.padded else None
         merge, r = bipartite_soft_matching(attn.metric,
-                                           self.counts[block_index],
+                                           self.removals[block_index],
                                            self.protected, valid)
         if r == 0:
             return x, state
