@@ -41,8 +41,15 @@ def _stage_counts(tokens: int, stages: int, keep: float) -> List[int]:
     return counts
 
 
-def _nepam(budget: float, tokens: int, depth: int) -> Dict:
-    return dict(input=dict(type='NEPAM', window=(2, 2, 2), ratio=budget))
+def _nepam_window(window: tuple) -> Callable[[float, int, int], Dict]:
+
+    def reduction(budget: float, tokens: int, depth: int) -> Dict:
+        return dict(input=dict(type='NEPAM', window=window, ratio=budget))
+
+    return reduction
+
+
+_nepam = _nepam_window((2, 2, 2))
 
 
 def _tome(budget: float, tokens: int, depth: int) -> Dict:
@@ -75,13 +82,16 @@ def _nepam_jmp(budget: float, tokens: int, depth: int) -> Dict:
 
 
 #: method -> (token_reduction for a budget, default budgets). Budgets are
-#: what the method removes: NEPAM, the fraction of 2x2x2 windows merged;
+#: what the method removes: NEPAM, the fraction of windows merged (2x2x2;
+#: nepam_t: 2x1x1, pairs in time; nepam_s: 1x2x2, squares in space);
 #: ToMe, the tokens merged over all blocks as a fraction of the input;
 #: PPT/JMP/progressive pruning, the fraction removed over three blocks;
 #: patch-similarity pruning, the fraction pruned at the input; NEPAM+JMP,
 #: the fraction JMP removes after NEPAM's default.
 METHODS: Dict[str, tuple] = {
     'nepam': (_nepam, (0.25, 0.5, 0.57, 0.75, 1.0)),
+    'nepam_t': (_nepam_window((2, 1, 1)), (0.5, 0.75, 1.0)),
+    'nepam_s': (_nepam_window((1, 2, 2)), (0.33, 0.5, 0.67, 0.85)),
     'tome': (_tome, (0.3, 0.5, 0.7, 0.85)),
     'ppt': (_in_blocks('PPT'), (0.3, 0.5, 0.7, 0.85)),
     'jmp': (_in_blocks('JMP'), (0.3, 0.5, 0.7, 0.85)),
@@ -124,20 +134,31 @@ def _evaluate(cfg: Config, checkpoint: str, work_dir: str,
 def _cost(cfg: Config, reductions: Dict[str, Optional[Dict]],
           repeats: int) -> Dict[str, Dict]:
     """GFLOPs per view, and seconds per batch of 8 views measured with the
-    models taking turns."""
+    points taking turns (one model, its token reduction switched)."""
     backbone = cfg.model.backbone
     shape = (backbone.get('in_channels', 3), backbone.get('num_frames', 16),
              backbone.get('img_size', 224), backbone.get('img_size', 224))
     inputs = torch.randn(8, 1, *shape,
                          generator=torch.Generator().manual_seed(0))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.token_reduction = None
+    model = MODELS.build(model_cfg).eval()
+    one_view = forward_fn(model, inputs[:1], False)
+    batch = forward_fn(model, inputs, False)
+
+    def with_reduction(reduction, forward):
+
+        def run():
+            model.backbone.set_token_reduction(reduction)
+            return forward()
+
+        return run
+
     forwards, figures = {}, {}
     for name, reduction in reductions.items():
-        model_cfg = copy.deepcopy(cfg.model)
-        model_cfg.backbone.token_reduction = reduction
-        model = MODELS.build(model_cfg).eval()
         figures[name] = dict(
-            gflops=count_gflops(forward_fn(model, inputs[:1], False)))
-        forwards[name] = forward_fn(model, inputs, False)
+            gflops=count_gflops(with_reduction(reduction, one_view)))
+        forwards[name] = with_reduction(reduction, batch)
     seconds = seconds_per_batch(forwards, warmup=1, repeats=repeats)
     for name in figures:
         figures[name]['speedup'] = seconds['dense'] / seconds[name]
@@ -197,6 +218,19 @@ def sweep(config: str,
                      token_reduction=json.dumps(reduction)))
             progress.update()
     return rows
+
+
+def at_half_flops(rows: List[Dict]) -> List[Dict]:
+    """Per method, the point whose FLOPs are closest to half of dense."""
+    best: Dict[str, Dict] = {}
+    for row in rows:
+        if row['method'] == 'dense':
+            continue
+        current = best.get(row['method'])
+        if current is None or abs(row['flops_ratio'] - 0.5) < abs(
+                current['flops_ratio'] - 0.5):
+            best[row['method']] = row
+    return list(best.values())
 
 
 def write_table(rows: List[Dict], out_prefix: str) -> None:

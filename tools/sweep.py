@@ -14,7 +14,8 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
-from mmtokred.sweep import METHODS, plot_pareto, sweep, write_table
+from mmtokred.sweep import (METHODS, at_half_flops, plot_pareto, sweep,
+                            write_table)
 
 
 def main():
@@ -37,10 +38,17 @@ def main():
     plot_pareto(rows, prefix + '.png', title=Path(args.config).stem)
     print(f"\n{'method':<12}{'budget':>7}{'top-1':>8}{'agree':>8}"
           f"{'GFLOPs':>9}{'FLOPs':>7}{'speedup':>9}")
-    for r in rows:
+    def show(r):
         print(f"{r['method']:<12}{r['budget']:>7.2f}{100 * r['top1']:>8.2f}"
               f"{100 * r['agreement']:>8.1f}{r['gflops']:>9.3f}"
               f"{r['flops_ratio']:>7.2f}{r['speedup']:>9.2f}")
+
+    for r in rows:
+        show(r)
+    print('\nclosest to half the FLOPs of dense:')
+    show(rows[0])
+    for r in at_half_flops(rows):
+        show(r)
     print(f'wrote {prefix}.csv, {prefix}.json, {prefix}.png')
 
 

@@ -93,7 +93,7 @@ class InputReducer(Reducer):
 
         Returns:
             Tokens ``(B, N', C)`` with position embedding added, and their
-            state (``size`` must sum to N over the tokens of each clip).
+            state (``size``: tubelets per token, None while each is one).
         """
         raise NotImplementedError
 

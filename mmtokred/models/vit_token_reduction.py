@@ -69,11 +69,6 @@ class TokenReductionVisionTransformer(VisionTransformer):
         bound = _STOCK_SIGNATURE.bind(self, *args, **kwargs)
         bound.apply_defaults()
         _check_build_args(bound)
-        if token_reduction is not None and bound.arguments['return_feat_map']:
-            raise ValueError(
-                'return_feat_map=True needs the dense (T, H, W) token grid, '
-                'which token_reduction removes: set token_reduction=None or '
-                'return_feat_map=False')
         super().__init__(*args, **kwargs)
         self.num_frames = bound.arguments['num_frames']
         self.tubelet_size = bound.arguments['tubelet_size']
@@ -81,16 +76,25 @@ class TokenReductionVisionTransformer(VisionTransformer):
         for block in self.blocks:
             block.__class__ = ReducibleBlock
             block.attn.__class__ = FusedAttention
-        reduction = build_token_reduction(token_reduction,
-                                          bound.arguments['depth'])
-        self.input_reducer = reduction.input
-        self.block_reducer = reduction.blocks
-        self.proportional_attention = reduction.proportional_attention
-        self.track_source = reduction.track_source
+        self.set_token_reduction(token_reduction)
         self.tokens_per_block: List[int] = []
         self.last_state = TokenState()
         self.time_reductions = False
         self.reduction_seconds = 0.
+
+    def set_token_reduction(self, token_reduction: Optional[Dict]) -> None:
+        """Replace the token reduction (a ``token_reduction`` config, None
+        for none); the weights stay."""
+        if token_reduction is not None and self.return_feat_map:
+            raise ValueError(
+                'return_feat_map=True needs the dense (T, H, W) token grid, '
+                'which token_reduction removes: set token_reduction=None or '
+                'return_feat_map=False')
+        reduction = build_token_reduction(token_reduction, len(self.blocks))
+        self.input_reducer = reduction.input
+        self.block_reducer = reduction.blocks
+        self.proportional_attention = reduction.proportional_attention
+        self.track_source = reduction.track_source
 
     def _check_input(self, x: Tensor) -> Tuple[int, int, int]:
         """Validate a clip batch and return its (T', H', W') token grid."""
