@@ -47,7 +47,7 @@ class JMP(SelectedBlocksReducer):
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = min(self.removals.get(block_index, 0), x.shape[1] - 1)
+        r = self.removal(block_index, x.shape[1] - 1)
         if r == 0:
             return x, state
         importance = IMPORTANCE[self.importance](attn.q, attn.k, attn.v,

@@ -49,7 +49,7 @@ class PPT(SelectedBlocksReducer):
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = min(self.removals.get(block_index, 0), x.shape[1] // 2)
+        r = self.removal(block_index, x.shape[1] // 2)  # ToMe's cap
         if r == 0:
             return x, state
         importance = IMPORTANCE[self.importance](attn.q, attn.k, attn.v,

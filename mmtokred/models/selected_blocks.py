@@ -34,6 +34,10 @@ class SelectedBlocksReducer(BlockReducer):
                              f'block of {blocks}, got {r}')
         self.removals: Dict[int, int] = dict(zip(blocks, counts))
 
+    def removal(self, block_index: int, limit: int) -> int:
+        """Tokens to remove in block ``block_index``, at most ``limit``."""
+        return min(self.removals.get(block_index, 0), limit)
+
     def bind(self, depth: int) -> None:
         outside = [b for b in self.removals if b >= depth]
         if outside:

@@ -87,7 +87,7 @@ class SimilarityPruning(SelectedBlocksReducer):
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = min(self.removals.get(block_index, 0), x.shape[1] - 1)
+        r = self.removal(block_index, x.shape[1] - 1)
         if r == 0:
             return x, state
         index, fallbacks = similarity_prune_index(x, r, self.threshold)
