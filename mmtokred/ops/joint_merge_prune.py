@@ -9,7 +9,6 @@ Every clip keeps ``N - r`` tokens, so batches keep one length.
 """
 from typing import Optional, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
