@@ -48,19 +48,37 @@ def test_test_split_does_not_depend_on_the_train_split(tmp_path):
     assert small['test'].read_text() == large['test'].read_text()
 
 
+def _centre(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
+    rows, columns = np.nonzero((frame != background).any(-1))
+    return np.array([columns.mean(), rows.mean()])
+
+
 def test_motion_defines_the_class():
-    # On a flat background, 'moves right' shifts the object's centre right.
-    rng = np.random.default_rng(3)
-    for _ in range(10):
-        frames = render_clip(rng, 0, 16, 64).astype(int)
-        background = frames[0, 0, 0]
-        if (frames[:, 0, 0] == background).all():
-            break
-    columns = [np.nonzero((f != background).any(-1))[1].mean()
-               for f in frames[[0, -1]]]
-    assert columns[1] > columns[0] + 5
+    # On flat backgrounds: 'moves right' shifts the object's centre right,
+    # 'moves fast' twice as far in one of the four directions.
+    moved = {}
+    for label in (0, 4):
+        rng = np.random.default_rng(3)
+        while True:
+            frames = render_clip(rng, label, 16, 64).astype(int)
+            background = frames[0, 0, 0]
+            if (frames[:, 0, 0] == background).all():
+                break
+        moved[label] = (_centre(frames[-1], background) -
+                        _centre(frames[0], background))
+    assert moved[0][0] > 5 and abs(moved[0][1]) < 2
+    assert 1.6 < np.abs(moved[4]).max() / moved[0][0] < 2.4
     with pytest.raises(ValueError, match='label'):
         render_clip(rng, len(ACTIONS), 8, 32)
+
+
+def test_every_object_stands_out():
+    for seed in range(30):
+        # 'disappears' between frames 15 and 16: what changes is the object.
+        frames = render_clip(np.random.default_rng(seed), 9, 32,
+                             64).astype(int)
+        changed = np.abs(frames[16] - frames[15]).sum(-1) >= 100
+        assert changed.sum() >= 80, seed
 
 
 def data_options(paths):
@@ -128,18 +146,16 @@ def test_token_map_and_overlay_follow_the_source_map():
 
 def test_visualize_tokens_tool(actions, tmp_path):
     _, paths = actions
-    config = tmp_path / 'nepam_tome.py'
-    config.write_text(
-        f"_base_ = '{PROXY}'\n"
-        'model = dict(backbone=dict(token_reduction=dict(\n'
-        "    input=dict(type='NEPAM', ratio=0.57),\n"
-        "    blocks=dict(type='ToMe', r=16))))\n")
     video = paths['videos'] / paths['test'].read_text().split()[0]
     result = run_tool([
-        sys.executable, 'tools/visualize_tokens.py', str(video), str(config),
-        '--blocks', '1', '3', '--out', str(tmp_path / 'tokens')
+        sys.executable, 'tools/visualize_tokens.py', str(video),
+        str(PROXY.with_name('videomae_proxy_nepam.py')), '--blocks', '1', '3',
+        '--out', str(tmp_path / 'tokens'), '--cfg-options',
+        'model.backbone.token_reduction.blocks.type=ToMe',
+        'model.backbone.token_reduction.blocks.r=16'
     ])
     assert 'input: 130 tokens' in result.stdout
+    assert 'block 1: 98 tokens' in result.stdout  # 130 - 2 x 16 by ToMe
     assert (tmp_path / 'tokens.png').stat().st_size > 1000
     from PIL import Image
     gif = Image.open(tmp_path / 'tokens.gif')

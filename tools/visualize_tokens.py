@@ -2,6 +2,7 @@
 
     python tools/visualize_tokens.py VIDEO CONFIG [--checkpoint CKPT]
         [--blocks 0 5 11] [--out work_dirs/tokens] [--scale 4]
+        [--cfg-options model.backbone.token_reduction.blocks.type=ToMe ...]
 
 Writes OUT.png (a row per stage: after the input stage and after each chosen
 block; a column per tubelet time step) and OUT.gif (every frame, the stages
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 from mmaction.registry import MODELS
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
@@ -36,9 +37,13 @@ def main():
                         help='output path without extension')
     parser.add_argument('--scale', type=int, default=4,
                         help='enlarge the pictures this many times')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
     args = parser.parse_args()
 
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmaction'))
     model = MODELS.build(cfg.model).eval()
     if args.checkpoint:
