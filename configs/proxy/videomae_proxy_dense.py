@@ -2,7 +2,7 @@
 # clips of tools/make_action_dataset.py: the proxy on which accuracy kept by
 # token reduction is measured where Kinetics cannot be reached. 8x64x64
 # clips (every 4th of 32 frames), 2x8x8 tubelets: a (4, 8, 8) grid of 256
-# tokens. Trains on 2 CPU cores in about 21 minutes (15 epochs).
+# tokens. Trains on 2 CPU cores in about 22 minutes (15 epochs).
 _base_ = '../videomae_dense.py'
 
 data_root = 'data/actions'
