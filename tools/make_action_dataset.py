@@ -9,15 +9,14 @@ cores.
 import argparse
 import time
 
-from mmtokred.data import ACTIONS, write_action_dataset
+from mmtokred.data import ACTIONS, SPLITS, write_action_dataset
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('out_dir')
-    parser.add_argument('--train', type=int, default=600)
-    parser.add_argument('--val', type=int, default=50)
-    parser.add_argument('--test', type=int, default=100)
+    for split, count in SPLITS.items():
+        parser.add_argument(f'--{split}', type=int, default=count)
     parser.add_argument('--frames', type=int, default=32)
     parser.add_argument('--size', type=int, default=64)
     parser.add_argument('--seed', type=int, default=0)

@@ -1,6 +1,6 @@
-from .synthetic_videos import (ACTIONS, render_clip, write_action_dataset,
-                               write_video_dataset)
+from .synthetic_videos import (ACTIONS, SPLITS, render_clip,
+                               write_action_dataset, write_video_dataset)
 
 __all__ = [
-    'ACTIONS', 'render_clip', 'write_action_dataset', 'write_video_dataset'
+    'ACTIONS', 'SPLITS', 'render_clip', 'write_action_dataset', 'write_video_dataset'
 ]

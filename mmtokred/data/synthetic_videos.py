@@ -19,13 +19,15 @@ with train, val and test splits.
 """
 import math
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 ACTIONS = ('moves right', 'moves left', 'moves down', 'moves up',
            'moves fast', 'turns', 'grows', 'shrinks', 'appears', 'disappears')
+# Clips per class in each split of write_action_dataset.
+SPLITS = {'train': 600, 'val': 50, 'test': 100}
 
 
 def _background(rng: np.random.Generator, size: int, margin: int) -> np.ndarray:
@@ -72,6 +74,7 @@ def render_clip(rng: np.random.Generator, label: int, num_frames: int,
     background = _background(rng, size, margin)
     shape = ('square', 'disc', 'triangle')[int(rng.integers(3))]
     colour = _object_colour(rng, background.mean((0, 1)))
+    spoke = (0, 0, 0) if sum(colour) > 3 * 255 / 2 else (255, 255, 255)
     radius = size * rng.uniform(0.15, 0.22)
     centre = np.array([size / 2, size / 2]) + rng.uniform(-size / 10,
                                                           size / 10, 2)
@@ -112,8 +115,7 @@ def render_clip(rng: np.random.Generator, label: int, num_frames: int,
             # shows no turn without it.
             tip = position + r * np.array([math.cos(angle), math.sin(angle)])
             cv2.line(frame, centre_px, tuple(tip.round().astype(int)),
-                     (0, 0, 0) if sum(colour) > 382 else (255, 255, 255),
-                     max(2, size // 24))
+                     spoke, max(2, size // 24))
         frames[t] = frame
     return frames
 
@@ -167,7 +169,7 @@ def write_video_dataset(out_dir: str,
 
 
 def write_action_dataset(out_dir: str,
-                         videos_per_class: Dict[str, int] = None,
+                         videos_per_class: Mapping[str, int] = SPLITS,
                          num_frames: int = 32,
                          size: int = 64,
                          fps: int = 16,
@@ -176,13 +178,12 @@ def write_action_dataset(out_dir: str,
 
     Args:
         videos_per_class: clips per class for each split, default
-            ``{'train': 600, 'val': 50, 'test': 100}``.
+            ``SPLITS``.
 
     Returns:
         ``{'videos': folder, 'train': list, 'val': list, 'test': list}``.
     """
-    splits = dict(videos_per_class or {'train': 600, 'val': 50, 'test': 100})
-    for name, count in splits.items():
+    for name, count in videos_per_class.items():
         if not isinstance(count, int) or count < 1:
             raise ValueError(f'videos_per_class[{name!r}] must be a positive '
                              f'integer, got {count}')
@@ -190,7 +191,7 @@ def write_action_dataset(out_dir: str,
     video_dir = Path(out_dir) / 'videos'
     video_dir.mkdir(parents=True, exist_ok=True)
     paths: Dict[str, Path] = {'videos': video_dir}
-    for split_index, (split, count) in enumerate(splits.items()):
+    for split_index, (split, count) in enumerate(videos_per_class.items()):
         # One generator per split: the test split stays the same whatever
         # the size of the training split.
         rng = np.random.default_rng([seed, split_index])
