@@ -1,236 +1,438 @@
-"""Accuracy kept per FLOP saved: every method over a range of budgets.
+"""Accuracy kept per FLOP saved: every method at a range of FLOPs budgets.
 
-Each point runs MMAction2's own test loop (the config's test data set and
-metric) with the config's model and one token reduction, and records top-1,
-agreement with the dense model's predictions, GFLOPs per view and the
-measured speed relative to dense.
+Every method has one knob in [0, 1] (how much it removes: NEPAM's share of
+windows merged, ToMe's r per block as a share of half the tokens, the share
+the selected-block reducers remove over their blocks, the same fraction in
+each, the share pruned at the input); for each FLOPs target (a fraction of
+dense) the sweep bisects the knob to the least reduction whose counted
+FLOPs are at most the target.
+Everything a method does not vary comes from its registered defaults, so
+the sweep measures each method at its default.
+
+Each point then runs the config's test data set and metric (MMAction2's
+data pipeline and evaluator, the data decoded once and kept in memory)
+through the model with that token reduction, and records top-1, agreement
+with the dense model's predictions, the FLOPs ratio, the measured speedup,
+the branches adaptive reducers took, PPT's statistic, and the object
+retention: the share of actor tubelets (the ``{list}_actor.npy`` masks of
+the generated proxy, where present) still held by some token after the last
+block, read from the source map.
 """
 import copy
 import csv
 import json
-import pickle
-import tempfile
+import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
-from mmengine.runner import Runner
+from mmengine.runner import Runner, load_checkpoint
 from mmengine.utils import ProgressBar
 
 from .benchmark.compare import forward_fn, seconds_per_batch
 from .benchmark.flops import count_gflops
+from .models.reducers import SWITCHES
+from .models.selected_blocks import every_block, proportional_blocks
+
+#: The main methods, measured at every target; NEPAM followed by an in-block
+#: method where NEPAM's default alone is not enough; the others compare one
+#: choice (importance score, what pruning keeps, window, rule, placement)
+#: at half the FLOPs.
+MAIN_TARGETS = (0.7, 0.5, 0.35, 0.25)
+COMBINED_TARGETS = (0.35, 0.25)
+COMPARE_TARGETS = (0.5, )
+#: NEPAM's default (configs/videomae_nepam.py), chosen on the proxy's
+#: validation split as the lightest-merging window that keeps >= 98% of
+#: the dense predictions (docs/proxy_results.md); the first stage of the
+#: combined methods.
+NEPAM_DEFAULT = dict(type='NEPAM', window=(1, 2, 2), ratio=0.1)
 
 
-def _chosen_blocks(depth: int) -> List[int]:
-    """Three blocks spread over the depth, as PPT's 3, 6, 9 of 12 (from 1)."""
-    return sorted({max(0, min(depth - 1, round(depth * f) - 1))
-                   for f in (0.25, 0.5, 0.75)})
+class Grid(NamedTuple):
+    tokens: int
+    depth: int
 
 
-def _stage_counts(tokens: int, stages: int, keep: float) -> List[int]:
-    """Tokens to remove at each of ``stages`` steps so that ``keep`` of
-    ``tokens`` is left, the same fraction at each step."""
-    per_stage = keep**(1 / stages)
+class Method(NamedTuple):
+    """``make(knob, grid)`` gives a ``token_reduction``; the knob is in
+    [0, 1], more reduction for larger values."""
+    make: Callable[[float, Grid], Dict]
+    targets: Sequence[float]
+
+
+def _stage_counts(tokens: int, stages: int, removed: float) -> List[int]:
+    """Tokens to remove at each of ``stages`` steps so that ``removed`` of
+    ``tokens`` is gone, the same fraction at each step."""
+    per_stage = (1 - removed)**(1 / stages)
     counts, n = [], tokens
     for _ in range(stages):
-        removed = int(round(n * (1 - per_stage)))
-        counts.append(removed)
-        n -= removed
+        count = int(round(n * (1 - per_stage)))
+        counts.append(count)
+        n -= count
     return counts
 
 
-def _nepam_window(window: tuple) -> Callable[[float, int, int], Dict]:
+def _nepam(window: Optional[tuple] = None) -> Callable:
 
-    def reduction(budget: float, tokens: int, depth: int) -> Dict:
-        return dict(input=dict(type='NEPAM', window=window, ratio=budget))
+    def make(knob: float, grid: Grid) -> Dict:
+        stage = dict(NEPAM_DEFAULT, ratio=knob)
+        if window is not None:
+            stage['window'] = window
+        return dict(input=stage)
 
-    return reduction
-
-
-_nepam = _nepam_window((2, 2, 2))
-
-
-def _tome(budget: float, tokens: int, depth: int) -> Dict:
-    return dict(blocks=dict(type='ToMe', r=int(budget * tokens / depth)))
+    return make
 
 
-def _in_blocks(kind: str) -> Callable[[float, int, int], Dict]:
+def _tome(knob: float, grid: Grid) -> Dict:
+    # r per block up to half the tokens (ToMe caps each block there): a
+    # constant r of tokens / depth would never go below half the FLOPs.
+    return dict(blocks=dict(type='ToMe', r=int(knob * grid.tokens / 2)))
 
-    def reduction(budget: float, tokens: int, depth: int) -> Dict:
-        blocks = _chosen_blocks(depth)
+
+def _in_blocks(kind: str, placement: Callable = every_block,
+               **options) -> Callable:
+
+    def make(knob: float, grid: Grid) -> Dict:
+        blocks = placement(grid.depth)
         return dict(blocks=dict(type=kind, blocks=blocks,
-                                r=_stage_counts(tokens, len(blocks),
-                                                1 - budget)))
+                                r=_stage_counts(grid.tokens, len(blocks),
+                                                knob), **options))
 
-    return reduction
-
-
-def _patchsim(budget: float, tokens: int, depth: int) -> Dict:
-    return dict(input=dict(type='PatchSimilarityPruning', ratio=budget))
+    return make
 
 
-def _nepam_jmp(budget: float, tokens: int, depth: int) -> Dict:
-    # NEPAM at its default, then JMP in the blocks for the rest.
-    merged = _nepam(0.57, tokens, depth)
-    blocks = _chosen_blocks(depth)[:2]
-    merged['blocks'] = dict(type='JMP', blocks=blocks,
-                            r=_stage_counts(tokens // 2, len(blocks),
-                                            1 - budget))
-    return merged
+def _patchsim(**options) -> Callable:
+
+    def make(knob: float, grid: Grid) -> Dict:
+        return dict(input=dict(type='PatchSimilarityPruning',
+                               ratio=min(knob, 0.99), **options))
+
+    return make
 
 
-#: method -> (token_reduction for a budget, default budgets). Budgets are
-#: what the method removes: NEPAM, the fraction of windows merged (2x2x2;
-#: nepam_t: 2x1x1, pairs in time; nepam_s: 1x2x2, squares in space);
-#: ToMe, the tokens merged over all blocks as a fraction of the input;
-#: PPT/JMP/progressive pruning, the fraction removed over three blocks;
-#: patch-similarity pruning, the fraction pruned at the input; NEPAM+JMP,
-#: the fraction JMP removes after NEPAM's default.
-METHODS: Dict[str, tuple] = {
-    'nepam': (_nepam, (0.25, 0.5, 0.57, 0.75, 1.0)),
-    'nepam_t': (_nepam_window((2, 1, 1)), (0.5, 0.75, 1.0)),
-    'nepam_s': (_nepam_window((1, 2, 2)), (0.33, 0.5, 0.67, 0.85)),
-    'tome': (_tome, (0.3, 0.5, 0.7, 0.85)),
-    'ppt': (_in_blocks('PPT'), (0.3, 0.5, 0.7, 0.85)),
-    'jmp': (_in_blocks('JMP'), (0.3, 0.5, 0.7, 0.85)),
-    'progressive': (_in_blocks('SimilarityPruning'), (0.3, 0.5, 0.7)),
-    'patchsim': (_patchsim, (0.2, 0.4, 0.6)),
-    'nepam_jmp': (_nepam_jmp, (0.2, 0.4)),
+def _after_nepam(blocks: Callable) -> Callable:
+    """NEPAM at its default, then ``blocks`` for the rest."""
+
+    def make(knob: float, grid: Grid) -> Dict:
+        window = int(np.prod(NEPAM_DEFAULT['window']))
+        merged = round(NEPAM_DEFAULT['ratio'] * grid.tokens / window)
+        after = Grid(grid.tokens - (window - 1) * merged, grid.depth)
+        return dict(input=dict(NEPAM_DEFAULT), **blocks(knob, after))
+
+    return make
+
+
+def _main(make: Callable) -> Method:
+    return Method(make, MAIN_TARGETS)
+
+
+def _compare(make: Callable) -> Method:
+    return Method(make, COMPARE_TARGETS)
+
+
+METHODS: Dict[str, Method] = {
+    # Measured as configured, at its own FLOPs.
+    'nepam_default': Method(lambda knob, grid: dict(input=dict(NEPAM_DEFAULT)),
+                            ()),
+    'nepam': Method(_nepam(), (0.9, 0.85) + MAIN_TARGETS),
+    'tome': _main(_tome),
+    'ppt': _main(_in_blocks('PPT')),
+    'jmp': _main(_in_blocks('JMP')),
+    'prune': _main(_in_blocks('TokenPruning')),
+    'patchsim': _main(_patchsim()),
+    'progressive': _main(_in_blocks('SimilarityPruning')),
+    'nepam_tome': Method(_after_nepam(_tome), COMBINED_TARGETS),
+    'nepam_ppt': Method(_after_nepam(_in_blocks('PPT')), COMBINED_TARGETS),
+    'nepam_jmp': Method(_after_nepam(_in_blocks('JMP')), COMBINED_TARGETS),
+    # NEPAM's window.
+    'nepam_2x2x2': _compare(_nepam((2, 2, 2))),
+    'nepam_2x1x1': _compare(_nepam((2, 1, 1))),
+    'nepam_1x1x2': _compare(_nepam((1, 1, 2))),
+    # Importance scores against the default ('pooled_query'), on pruning.
+    **{f'prune_{score}': _compare(_in_blocks('TokenPruning',
+                                             importance=score))
+       for score in ('received', 'norm', 'sharpness', 'random')},
+    # What pruning does with the pruned tokens, against 'nearest'.
+    **{f'prune_{keep}': _compare(_in_blocks('TokenPruning', keep_mean=keep))
+       for keep in ('drop', 'fuse')},
+    # The random floor of the adaptive methods, and PPT's paper rule.
+    'ppt_random': _compare(_in_blocks('PPT', importance='random')),
+    'jmp_random': _compare(_in_blocks('JMP', importance='random')),
+    'ppt_paper': _compare(_in_blocks('PPT', rule='paper', threshold=7e-5)),
+    'ppt_drop': _compare(_in_blocks('PPT', keep_mean='drop')),
+    # The official three large steps (blocks 3, 6, 9 of 12, scaled)
+    # against the default, a small step in every block from 1 to depth - 2.
+    **{f'{name}_official': _compare(_in_blocks(kind, proportional_blocks))
+       for name, kind in (('ppt', 'PPT'), ('jmp', 'JMP'),
+                          ('prune', 'TokenPruning'),
+                          ('progressive', 'SimilarityPruning'))},
+    # The diversity rule of patch-similarity pruning against plain.
+    'patchsim_plain': _compare(_patchsim(threshold=None)),
+    'patchsim_drop': _compare(_patchsim(keep_mean='drop')),
 }
 
 
-def _grid(cfg: Config) -> tuple:
+def resolve(spec: str) -> Method:
+    """A method by name, or ``name:key=value,key=value`` for the method with
+    options of its reducer changed (of the in-block stage where it has
+    one), e.g. ``ppt:threshold=1.5`` or ``prune:keep_mean='fuse'``; the
+    backbone switches (``proportional_attention=True``) too."""
+    name, _, options = spec.partition(':')
+    if name not in METHODS:
+        raise ValueError(f'unknown method {name!r} in {spec!r}; choose from '
+                         f'{tuple(METHODS)}')
+    method = METHODS[name]
+    if not options:
+        return method
+    overrides = {}
+    for option in options.split(','):
+        key, equals, value = option.partition('=')
+        if not equals:
+            raise ValueError(f'method options are key=value, got {option!r} '
+                             f'in {spec!r}')
+        overrides[key] = json.loads(value.replace("'", '"')) if value[:1] in (
+            '"', "'", '[', '{') else _number_or_name(value)
+
+    switches = {k: overrides.pop(k) for k in list(overrides) if k in SWITCHES}
+
+    def make(knob: float, grid: Grid) -> Dict:
+        reduction = dict(method.make(knob, grid), **switches)
+        stage = 'blocks' if 'blocks' in reduction else 'input'
+        reduction[stage] = dict(reduction[stage], **overrides)
+        return reduction
+
+    return Method(make, method.targets)
+
+
+def _number_or_name(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return {'None': None, 'True': True, 'False': False}.get(value, value)
+
+
+def model_grid(cfg: Config) -> Grid:
     backbone = cfg.model.backbone
     size = backbone.get('img_size', 224) // backbone.get('patch_size', 16)
     frames = backbone.get('num_frames', 16) // backbone.get('tubelet_size', 2)
-    return frames * size * size, backbone.get('depth', 12)
+    return Grid(frames * size * size, backbone.get('depth', 12))
 
 
-def _evaluate(cfg: Config, checkpoint: str, work_dir: str,
-              name: str) -> Dict:
-    """Top-1 and the predicted labels of one test run."""
-    cfg = copy.deepcopy(cfg)
-    dump = Path(work_dir) / f'{name}.pkl'
-    evaluator = cfg.test_evaluator
-    evaluators = list(evaluator) if isinstance(evaluator,
-                                               (list, tuple)) else [evaluator]
-    cfg.test_evaluator = evaluators + [
-        dict(type='DumpResults', out_file_path=str(dump))
-    ]
-    cfg.load_from = checkpoint
-    cfg.work_dir = work_dir
-    cfg.experiment_name = f'sweep_{name}'
-    cfg.log_level = 'WARNING'
-    cfg.launcher = 'none'
-    metrics = Runner.from_cfg(cfg).test()
-    with open(dump, 'rb') as f:  # written just now by this process
-        results = pickle.load(f)
-    predictions = [int(r['pred_score'].argmax()) for r in results]
-    return dict(top1=float(metrics['acc/top1']), predictions=predictions)
+class Costs:
+    """FLOPs (counted) and speed (measured) of token reductions on one model
+    with random weights: neither depends on the weights."""
+
+    def __init__(self, cfg: Config) -> None:
+        backbone = cfg.model.backbone
+        shape = (backbone.get('in_channels', 3),
+                 backbone.get('num_frames', 16),
+                 backbone.get('img_size', 224), backbone.get('img_size', 224))
+        self.inputs = torch.randn(8, 1, *shape,
+                                  generator=torch.Generator().manual_seed(0))
+        model_cfg = copy.deepcopy(cfg.model)
+        model_cfg.backbone.token_reduction = None
+        self.model = MODELS.build(model_cfg).eval()
+        self._one_view = forward_fn(self.model, self.inputs[:1], False)
+        self.dense = self.gflops(None)
+
+    def gflops(self, reduction: Optional[Dict]) -> float:
+        self.model.backbone.set_token_reduction(reduction)
+        return count_gflops(self._one_view)
+
+    def knob_for(self, make: Callable[[float], Dict],
+                 target: float) -> Optional[float]:
+        """The least knob whose FLOPs ratio is at most ``target`` (None if
+        even the most reduction stays above it)."""
+        if self.gflops(make(1.)) / self.dense > target:
+            return None
+        low, high = 0., 1.
+        for _ in range(14):
+            middle = (low + high) / 2
+            if self.gflops(make(middle)) / self.dense <= target:
+                high = middle
+            else:
+                low = middle
+        return high
+
+    def speedups(self, reductions: Dict[str, Optional[Dict]],
+                 repeats: int) -> Dict[str, float]:
+        """Speed against dense, batches of 8 views, the points taking
+        turns."""
+        batch = forward_fn(self.model, self.inputs, False)
+
+        def with_reduction(reduction):
+
+            def run():
+                self.model.backbone.set_token_reduction(reduction)
+                return batch()
+
+            return run
+
+        seconds = seconds_per_batch(
+            {name: with_reduction(r) for name, r in reductions.items()},
+            warmup=1, repeats=repeats)
+        return {name: seconds['dense'] / s for name, s in seconds.items()}
 
 
-def _cost(cfg: Config, reductions: Dict[str, Optional[Dict]],
-          repeats: int) -> Dict[str, Dict]:
-    """GFLOPs per view, and seconds per batch of 8 views measured with the
-    points taking turns (one model, its token reduction switched)."""
-    backbone = cfg.model.backbone
-    shape = (backbone.get('in_channels', 3), backbone.get('num_frames', 16),
-             backbone.get('img_size', 224), backbone.get('img_size', 224))
-    inputs = torch.randn(8, 1, *shape,
-                         generator=torch.Generator().manual_seed(0))
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.token_reduction = None
-    model = MODELS.build(model_cfg).eval()
-    one_view = forward_fn(model, inputs[:1], False)
-    batch = forward_fn(model, inputs, False)
+class TestSet:
+    """The config's test set through its pipeline, decoded once, with the
+    model and evaluator of MMAction2's test loop."""
 
-    def with_reduction(reduction, forward):
+    def __init__(self, cfg: Config, work_dir: str) -> None:
+        cfg = copy.deepcopy(cfg)
+        cfg.work_dir = work_dir
+        cfg.log_level = 'WARNING'
+        cfg.launcher = 'none'
+        cfg.load_from = None
+        runner = Runner.from_cfg(cfg)
+        loop = runner.test_loop
+        self.model = runner.model.eval()
+        self.evaluator = loop.evaluator
+        self.batches = list(loop.dataloader)
+        self.size = len(loop.dataloader.dataset)
+        self.labels = [int(s.gt_label) for b in self.batches
+                       for s in b['data_samples']]
+        actor = Path(str(cfg.test_dataloader.dataset.ann_file)).with_suffix(
+            '')
+        actor = actor.with_name(actor.name + '_actor.npy')
+        self.actor = None
+        if actor.exists():
+            masks = np.load(actor)
+            if isinstance(cfg.test_dataloader.dataset.get('indices'), int):
+                masks = masks[:self.size]  # the first clips of the list
+            if len(masks) != self.size:
+                raise ValueError(f'{actor} has {len(masks)} masks for '
+                                 f'{self.size} clips of the test list')
+            self.actor = torch.from_numpy(masks.reshape(len(masks), -1))
 
-        def run():
-            model.backbone.set_token_reduction(reduction)
-            return forward()
+    def load(self, checkpoint: str) -> None:
+        load_checkpoint(self.model, checkpoint, map_location='cpu',
+                        logger='silent')
 
-        return run
-
-    forwards, figures = {}, {}
-    for name, reduction in reductions.items():
-        figures[name] = dict(
-            gflops=count_gflops(with_reduction(reduction, one_view)))
-        forwards[name] = with_reduction(reduction, batch)
-    seconds = seconds_per_batch(forwards, warmup=1, repeats=repeats)
-    for name in figures:
-        figures[name]['speedup'] = seconds['dense'] / seconds[name]
-    return figures
+    @torch.no_grad()
+    def evaluate(self, reduction: Optional[Dict]) -> Dict:
+        """Top-1, predictions, retention and what the reducers reported."""
+        backbone = self.model.backbone
+        track = self.actor is not None and reduction is not None
+        backbone.set_token_reduction(
+            None if reduction is None else dict(reduction,
+                                                track_source=track))
+        reducers = [r for r in (backbone.input_reducer,
+                                backbone.block_reducer) if r is not None]
+        for reducer in reducers:
+            reducer.observing = True
+        represented: List[torch.Tensor] = []
+        predictions: List[int] = []
+        for batch in self.batches:
+            outputs = self.model.test_step(batch)
+            self.evaluator.process(data_samples=outputs, data_batch=batch)
+            predictions += [int(o.pred_score.argmax()) for o in outputs]
+            if track:
+                source = backbone.last_state.source
+                if source.shape[0] != len(outputs):
+                    raise ValueError('object retention needs one view per '
+                                     'clip (the masks are per clip)')
+                represented.append(source.amax(1) > 0)
+        metrics = self.evaluator.evaluate(self.size)
+        result = dict(top1=float(metrics['acc/top1']),
+                      predictions=predictions, retention=None, branches={},
+                      statistic=None)
+        if self.actor is not None:
+            if track:
+                held = torch.cat(represented).cpu()
+                result['retention'] = int(
+                    (held & self.actor).sum()) / int(self.actor.sum())
+            else:
+                result['retention'] = 1.
+        for reducer in reducers:
+            result['branches'].update(reducer.branch_counts())
+            observed = reducer.observations().get('statistic')
+            if observed is not None:
+                result['statistic'] = [
+                    float(q) for q in torch.quantile(
+                        observed.float().cpu(),
+                        torch.tensor([0.1, 0.5, 0.9]))]
+            reducer.reset_counts()
+        return result
 
 
 def sweep(config: str,
-          checkpoint: str,
+          checkpoints: Sequence[str],
           methods: Sequence[str] = tuple(METHODS),
-          budgets: Optional[Dict[str, Sequence[float]]] = None,
+          targets: Optional[Sequence[float]] = None,
           work_dir: str = 'work_dirs/sweep',
           repeats: int = 3,
           cfg_options: Optional[Dict] = None) -> List[Dict]:
-    """Evaluate dense and every method at every budget.
+    """Evaluate dense and every method at its FLOPs targets (or
+    ``targets``), for each checkpoint. Methods are names of ``METHODS`` or
+    specs with options (see :func:`resolve`).
 
     Returns:
-        One row per point: method, budget, top1, agreement (fraction of
-        test clips predicted as dense predicts them), gflops, flops_ratio and
-        speedup (both against dense) and the token_reduction used.
+        One row per checkpoint and point: model (index of the checkpoint),
+        method, target (None: as configured), knob, gflops, flops_ratio,
+        speedup, top1, agreement
+        (share of test clips predicted as dense predicts them), retention
+        (share of actor tubelets held after the last block; None without
+        masks), branches, statistic (PPT's 10/50/90th percentiles) and the
+        token_reduction used.
     """
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f'unknown methods {unknown}; choose from '
-                         f'{tuple(METHODS)}')
+    resolved = {spec: resolve(spec) for spec in methods}
+    if not checkpoints:
+        raise ValueError('sweep needs at least one checkpoint')
+    for target in targets or ():
+        if not 0 < target <= 1:
+            raise ValueError(f'FLOPs targets must be in (0, 1], got {target}')
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(cfg_options or {})
-    tokens, depth = _grid(cfg)
-    points = [('dense', 0., None)]
+    grid = model_grid(cfg)
+    costs = Costs(cfg)
+    points = [('dense', 1., 0., None)]
     for method in methods:
-        make, defaults = METHODS[method]
-        for budget in (budgets or {}).get(method, defaults):
-            points.append((method, budget, make(budget, tokens, depth)))
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
+        make = resolved[method].make
+        if not resolved[method].targets:
+            points.append((method, None, 0., make(0., grid)))
+            continue
+        for target in targets or resolved[method].targets:
+            knob = costs.knob_for(lambda k: make(k, grid), target)
+            if knob is None:
+                warnings.warn(f'{method} cannot reach {target} of the dense '
+                              'FLOPs: skipped')
+                continue
+            points.append((method, target, knob, make(knob, grid)))
+    names = [f'{m}@{t}' for m, t, _, _ in points]
+    gflops = {n: costs.gflops(p[3]) for n, p in zip(names, points)}
+    speedups = costs.speedups({n: p[3] for n, p in zip(names, points)} |
+                              {'dense': None}, repeats)
 
-    costs = _cost(cfg, {f'{m}@{b}': r for m, b, r in points[1:]} |
-                  {'dense': None}, repeats)
-    rows, reference = [], None
-    progress = ProgressBar(len(points))
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        for method, budget, reduction in points:
-            point_cfg = copy.deepcopy(cfg)
-            point_cfg.model.backbone.token_reduction = reduction
-            name = 'dense' if reduction is None else f'{method}@{budget}'
-            result = _evaluate(point_cfg, checkpoint, tmp,
-                               name.replace('@', '_'))
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    test_set = TestSet(cfg, work_dir)
+    rows = []
+    progress = ProgressBar(len(points) * len(checkpoints))
+    for model, checkpoint in enumerate(checkpoints):
+        test_set.load(checkpoint)
+        reference = None
+        for name, (method, target, knob, reduction) in zip(names, points):
+            result = test_set.evaluate(reduction)
             if reference is None:
                 reference = result['predictions']
-            agreement = sum(
-                a == b for a, b in zip(result['predictions'],
-                                       reference)) / len(reference)
-            rows.append(
-                dict(method=method, budget=budget, top1=result['top1'],
-                     agreement=agreement, gflops=costs[name]['gflops'],
-                     flops_ratio=costs[name]['gflops'] /
-                     costs['dense']['gflops'],
-                     speedup=costs[name]['speedup'],
-                     token_reduction=json.dumps(reduction)))
+            agreement = float(np.mean(
+                np.array(result['predictions']) == np.array(reference)))
+            rows.append(dict(
+                model=model, method=method, target=target,
+                knob=round(knob, 4), gflops=gflops[name],
+                flops_ratio=gflops[name] / gflops['dense@1.0'],
+                speedup=speedups[name], top1=result['top1'],
+                agreement=agreement, retention=result['retention'],
+                branches=json.dumps(result['branches']),
+                statistic=json.dumps(result['statistic']),
+                token_reduction=json.dumps(reduction)))
             progress.update()
     return rows
-
-
-def at_half_flops(rows: List[Dict]) -> List[Dict]:
-    """Per method, the point whose FLOPs are closest to half of dense."""
-    best: Dict[str, Dict] = {}
-    for row in rows:
-        if row['method'] == 'dense':
-            continue
-        current = best.get(row['method'])
-        if current is None or abs(row['flops_ratio'] - 0.5) < abs(
-                current['flops_ratio'] - 0.5):
-            best[row['method']] = row
-    return list(best.values())
 
 
 def write_table(rows: List[Dict], out_prefix: str) -> None:
@@ -244,31 +446,76 @@ def write_table(rows: List[Dict], out_prefix: str) -> None:
         json.dump(rows, f, indent=2)
 
 
+def format_table(rows: List[Dict]) -> str:
+    """One line per point: FLOPs and speed against dense, then top-1, its
+    change against dense, agreement and retention (%), each as
+    ``model 0 / model 1 / ...``, then the branches and PPT's statistic of
+    model 0."""
+    models = sorted({r['model'] for r in rows})
+    dense = {r['model']: r['top1'] for r in rows if r['method'] == 'dense'}
+    by_point: Dict[tuple, Dict[int, Dict]] = {}
+    for row in rows:
+        by_point.setdefault((row['method'], row['target']),
+                            {})[row['model']] = row
+    width = 7 * len(models) + 2
+    figures = (
+        ('top-1', lambda r: f"{100 * r['top1']:.1f}"),
+        ('change', lambda r: f"{100 * (r['top1'] - dense[r['model']]):+.1f}"),
+        ('agree', lambda r: f"{100 * r['agreement']:.1f}"),
+        ('retained', lambda r: '-' if r['retention'] is None else
+         f"{100 * r['retention']:.1f}"),
+    )
+    lines = [f"{'method':<16}{'target':>7}{'FLOPs':>7}{'speed':>7}  " +
+             ''.join(f'{name:<{width}}' for name, _ in figures) + 'notes']
+    for (method, target), point in by_point.items():
+        first = point[models[0]]
+        notes = ' '.join(f'{k}={v}'
+                         for k, v in json.loads(first['branches']).items())
+        statistic = json.loads(first['statistic'])
+        if statistic:
+            notes += ' statistic p10/50/90=' + '/'.join(
+                f'{s:.3g}' for s in statistic)
+        cells = [' / '.join(show(point[m]) for m in models if m in point)
+                 for _, show in figures]
+        target = '-' if target is None else f'{target:.2f}'
+        lines.append(f"{method:<16}{target:>7}"
+                     f"{first['flops_ratio']:>7.2f}{first['speedup']:>7.2f}  "
+                     + ''.join(f'{c:<{width}}' for c in cells) + notes)
+    return '\n'.join(lines)
+
+
 def plot_pareto(rows: List[Dict], out_png: str, title: str = '') -> None:
-    """Top-1 against GFLOPs and against measured speedup, one line per
-    method, dense as a star."""
+    """Top-1 against the FLOPs ratio and against measured speedup, and the
+    companion plot of object retention against the FLOPs ratio: one line
+    per main method (model 0), dense as a star."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    rows = [r for r in rows if r['model'] == 0]
+    main = [m for m in dict.fromkeys(r['method'] for r in rows)
+            if m in METHODS and METHODS[m].targets != COMPARE_TARGETS]
     dense = [r for r in rows if r['method'] == 'dense'][0]
-    for axis, key, label in ((axes[0], 'gflops', 'GFLOPs per view'),
-                             (axes[1], 'speedup', 'measured speedup vs dense')):
-        for method in dict.fromkeys(r['method'] for r in rows):
-            if method == 'dense':
-                continue
-            points = sorted((r[key], 100 * r['top1']) for r in rows
+    panels = [('flops_ratio', 'top1', 'FLOPs vs dense', 'top-1 (%)'),
+              ('speedup', 'top1', 'measured speedup vs dense', 'top-1 (%)')]
+    if dense['retention'] is not None:
+        panels.append(('flops_ratio', 'retention', 'FLOPs vs dense',
+                       'actor tubelets held after the last block (%)'))
+    figure, axes = plt.subplots(1, len(panels),
+                                figsize=(5.2 * len(panels), 4.4))
+    for axis, (x, y, x_label, y_label) in zip(axes, panels):
+        for method in main:
+            points = sorted((r[x], 100 * r[y]) for r in rows
                             if r['method'] == method)
             axis.plot(*zip(*points), marker='o', label=method)
-        axis.plot(dense[key], 100 * dense['top1'], marker='*', markersize=14,
+        axis.plot(dense[x], 100 * dense[y], marker='*', markersize=14,
                   color='black', linestyle='none', label='dense')
-        axis.set_xlabel(label)
-        axis.set_ylabel('top-1 (%)')
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(y_label)
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(out_png, dpi=120)
+    figure.savefig(out_png, dpi=110)
     plt.close(figure)

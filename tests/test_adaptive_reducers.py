@@ -6,8 +6,10 @@ from mmaction.registry import MODELS
 from mmengine.config import Config
 
 from mmtokred.models import PPT, AttentionInputs
-from mmtokred.ops import (TokenState, concentration, merge_or_prune,
-                          pooled_query_importance,
+from mmtokred.ops import (TokenState, activation_norm_importance,
+                          attention_sharpness_importance, concentration,
+                          joint_merge_prune, merge_in_rounds, prune,
+                          pooled_query_importance, random_importance,
                           received_attention_importance,
                           similarity_prune_index)
 
@@ -15,10 +17,17 @@ SMALL = dict(type='TokenReductionVisionTransformer', img_size=64,
              patch_size=16, embed_dims=48, depth=4, num_heads=4, num_frames=8)
 REDUCERS = {
     'ppt': dict(blocks=dict(type='PPT', blocks=(1, 2), r=(10, 8))),
-    'ppt_attention': dict(blocks=dict(type='PPT', blocks=(1, ), r=12,
-                                      importance='attention')),
+    'ppt_received_drop': dict(blocks=dict(type='PPT', blocks=(1, ), r=12,
+                                          importance='received',
+                                          keep_mean='drop')),
+    'ppt_many': dict(blocks=dict(type='PPT', blocks=(1, ), r=40,
+                                 importance='sharpness', threshold=0.)),
     'jmp': dict(blocks=dict(type='JMP', blocks=(1, 2), r=(10, 8),
                             threshold=0.2)),
+    'jmp_many': dict(blocks=dict(type='JMP', blocks=(1, ), r=40,
+                                 importance='norm')),
+    'pruning': dict(blocks=dict(type='TokenPruning', blocks=(1, 2),
+                                r=(10, 8), importance='random')),
     'patchsim': dict(input=dict(type='PatchSimilarityPruning', ratio=0.4)),
     'progressive': dict(blocks=dict(type='SimilarityPruning', blocks=(1, 2),
                                     r=10)),
@@ -85,7 +94,7 @@ def attention_inputs(concentrated: bool, n=16, batch=1):
 @pytest.mark.parametrize('concentrated, branch', [(False, 'pool'),
                                                   (True, 'prune')])
 def test_ppt_branch_follows_the_statistic(concentrated, branch):
-    ppt = PPT(blocks=(0, ), r=4, threshold=2.69)
+    ppt = PPT(blocks=(0, ), r=4, threshold=2.69, keep_mean='drop')
     ppt.bind(1)
     x = torch.randn(1, 16, 6)
     out, state = ppt(x, attention_inputs(concentrated), TokenState(), 0)
@@ -110,30 +119,93 @@ def test_ppt_decides_per_clip():
     assert ppt.branch_counts() == {'pool': 1, 'prune': 1}
 
 
-# --- JMP ----------------------------------------------------------------
-def test_jmp_merges_similar_and_prunes_dissimilar_tokens():
-    metric = torch.eye(6)[None].clone()  # six orthogonal tokens
-    metric[0, 4] = metric[0, 0]  # token 4 is a copy of token 0
+# --- importance scores ----------------------------------------------------
+def test_norm_and_sharpness_scores():
+    x = torch.tensor([[[1., -2.], [0., 0.5], [3., 0.]]])
+    torch.testing.assert_close(activation_norm_importance(x),
+                               torch.tensor([[3., 0.5, 3.]]) / 6.5)
+    q, k = torch.randn(2, 2, 3, 5, 4).unbind(0)
+    matrix = (q @ k.transpose(-2, -1) * 0.5).softmax(-1)
+    entropy = -(matrix * matrix.log()).sum(-1).mean(1)
+    expected = torch.log(torch.tensor(5.)) - entropy
+    torch.testing.assert_close(attention_sharpness_importance(q, k, 0.5),
+                               expected / expected.sum(1, keepdim=True))
+
+
+def test_random_score_is_seeded_and_batch_invariant():
+    x = torch.randn(4, 30, 8)
+    a, b = random_importance(x, 3), random_importance(x, 3)
+    assert torch.equal(a, b) and not torch.equal(a, random_importance(x, 4))
+    assert torch.equal(random_importance(x[2:3], 3), a[2:3])
+    torch.testing.assert_close(a.sum(1), torch.ones(4))
+    assert len(set(a[0].tolist())) == 30  # no ties
+
+
+# --- pruning that keeps the pooled mean -----------------------------------
+@pytest.mark.parametrize('keep_mean', ['fuse', 'nearest'])
+def test_mean_preserving_pruning_keeps_the_size_weighted_mean(keep_mean):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 12, 5, generator=generator, dtype=torch.float64)
+    size = torch.randint(1, 4, (2, 12, 1), generator=generator).double()
+    state = TokenState(size=size)
+    order = torch.rand(2, 12, generator=generator).argsort(1)
+    out, out_state = prune(x, state, order, 7, keep_mean, x)
+    assert out.shape == (2, 7, 5)
+    torch.testing.assert_close(out_state.pool(out), state.pool(x),
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(out_state.size.sum(1).double(), size.sum(1))
+
+
+def test_drop_keeps_the_first_of_the_order_and_fuse_adds_one_token():
     x = torch.arange(6.).view(1, 6, 1)
-    importance = torch.tensor([[6., 5., 4., 3., 1., 0.5]])
+    order = torch.tensor([[4, 1, 0, 5, 2, 3]])
+    out, state = prune(x, TokenState(source=torch.eye(6)[None]), order, 3)
+    assert out.flatten().tolist() == [0., 1., 4.]
+    out, state = prune(x, TokenState(source=torch.eye(6)[None]), order, 3,
+                       'fuse')
+    assert out.flatten().tolist() == [1., 4., 2.5]  # mean of 0, 5, 2, 3
+    assert state.size.flatten().tolist() == [1., 1., 4.]
+    assert state.source[0, 2].sum() == 0  # the fused token is no place
+    with pytest.raises(ValueError, match='keep_mean'):
+        prune(x, TokenState(), order, 3, 'average')
+    with pytest.raises(ValueError, match='keep must be'):
+        prune(x, TokenState(), order, 1, 'fuse')
+
+
+# --- JMP ----------------------------------------------------------------
+def test_jmp_merges_similar_and_prunes_unimportant_dissimilar_tokens():
+    # A tokens 0, 2, 4; B tokens 1, 3, 5. Token 2 copies token 3; token 4 is
+    # unlike every B token and the least important; token 0 matters most.
+    metric = torch.eye(6)[None].clone()
+    metric[0, 2] = metric[0, 3]
+    x = torch.arange(6.).view(1, 6, 1)
+    importance = torch.tensor([[6., 5., 4., 3., 0.5, 1.]])
     state = TokenState(source=torch.eye(6)[None])
-    out, state, merged = merge_or_prune(x, metric, state, importance, r=2,
-                                        threshold=0.9)
-    # Tokens 4 (similar to 0) merged into 0, token 5 (dissimilar) pruned.
+    out, state, merged = joint_merge_prune(x, metric, state, importance, r=2,
+                                           threshold=0.9)
+    # Token 2 (similar: key 1 + 1 - 0.6) leaves first and is merged into 3;
+    # token 4 (unimportant: key 0 + 1 - 0) leaves and is pruned.
     assert merged.tolist() == [[True, False]]
-    assert out.flatten().tolist() == [2., 1., 2., 3.]
-    assert state.size.flatten().tolist() == [2., 1., 1., 1.]
+    assert out.flatten().tolist() == [0., 1., 2.5, 5.]
+    assert state.size.flatten().tolist() == [1., 1., 2., 1.]
     assert torch.equal(state.source.sum(2, keepdim=True), state.size)
-    assert state.source[0, 0].tolist() == [1., 0., 0., 0., 1., 0.]
-    assert state.source.sum(1)[0, 5] == 0  # pruned: held by no token
+    assert state.source.sum(1)[0, 4] == 0  # pruned: held by no token
 
 
 def test_jmp_rejects_bad_budgets():
     x = torch.randn(1, 5, 3)
     with pytest.raises(ValueError, match='r must be'):
-        merge_or_prune(x, x, TokenState(), torch.rand(1, 5), 5, 0.5)
+        joint_merge_prune(x, x, TokenState(), torch.rand(1, 5), 3, 0.5)
     with pytest.raises(ValueError, match='threshold'):
-        merge_or_prune(x, x, TokenState(), torch.rand(1, 5), 2, 1.5)
+        joint_merge_prune(x, x, TokenState(), torch.rand(1, 5), 2, 1.5)
+
+
+def test_merging_in_rounds_removes_more_than_half():
+    x = torch.randn(2, 10, 4)
+    out, state = merge_in_rounds(x, x, TokenState(), 8)
+    assert out.shape == (2, 2, 4) and state.size.sum(1).flatten().tolist(
+    ) == [10., 10.]
+    torch.testing.assert_close(state.pool(out), x.mean(1))
 
 
 # --- patch-similarity pruning --------------------------------------------
@@ -147,9 +219,9 @@ def test_similarity_pruning_keeps_a_member_of_every_cluster():
     ])
     loners = torch.randn(4, 16, generator=generator)
     features = torch.cat([members, loners])[None]
-    keep, fallbacks = similarity_prune_index(features, 12, threshold=0.9)
-    kept = set(keep[0].tolist())
-    assert keep.shape == (1, 7) and fallbacks.item() == 0
+    order, fallbacks = similarity_prune_index(features, 12, threshold=0.9)
+    kept = set(order[0, :7].tolist())
+    assert order.shape == (1, 19) and fallbacks.item() == 0
     starts = [0, 8, 13]
     for start, n in zip(starts, sizes):
         assert kept & set(range(start, start + n))  # one member stays
@@ -158,14 +230,15 @@ def test_similarity_pruning_keeps_a_member_of_every_cluster():
 
 def test_similarity_pruning_reports_fallbacks():
     features = torch.eye(6)[None]  # nothing is similar to anything
-    keep, fallbacks = similarity_prune_index(features, 2, threshold=0.5)
-    assert keep.shape == (1, 4) and fallbacks.item() == 2
+    order, fallbacks = similarity_prune_index(features, 2, threshold=0.5)
+    assert order.shape == (1, 6) and fallbacks.item() == 2
 
 
 # --- in the backbone -----------------------------------------------------
 @pytest.mark.parametrize('reduction', [
     dict(blocks=dict(type='PPT', blocks=(1, ), r=0)),
     dict(blocks=dict(type='JMP', blocks=(1, 2), r=0)),
+    dict(blocks=dict(type='TokenPruning', blocks=(1, 2), r=0)),
     dict(input=dict(type='PatchSimilarityPruning', ratio=0.)),
     dict(blocks=dict(type='SimilarityPruning', blocks=(0, ), r=0)),
 ])
@@ -211,6 +284,11 @@ def test_branch_counts_are_recorded():
     (dict(blocks=dict(type='JMP', blocks=(1, ), r=3, threshold=2.)),
      'threshold'),
     (dict(blocks=dict(type='JMP', blocks=(), r=3)), 'blocks'),
+    (dict(blocks=dict(type='PPT', blocks=(1, ), r=3, rule='cls')), 'rule'),
+    (dict(blocks=dict(type='TokenPruning', blocks=(1, ), r=3,
+                      keep_mean='mean')), 'keep_mean'),
+    (dict(input=dict(type='PatchSimilarityPruning', keep_mean='fuse')),
+     'keep_mean'),
     (dict(input=dict(type='PatchSimilarityPruning', ratio=1.)), 'ratio'),
     (dict(blocks=dict(type='SimilarityPruning', blocks=(1, ), r=-2)),
      'r must be'),
@@ -229,3 +307,43 @@ def test_adaptive_configs_parse_and_build():
         cfg = Config.fromfile(ROOT / 'configs' / f'videomae_{name}.py')
         assert cfg.load_from.startswith('https://download.openmmlab.com/')
         MODELS.build(cfg.model.backbone)
+
+
+def test_ppt_paper_rule_is_the_plain_variance():
+    ppt = PPT(blocks=(0, ), r=4, threshold=7e-5, rule='paper')
+    ppt.bind(1)
+    ppt.observing = True
+    inputs = attention_inputs(True)
+    ppt(torch.randn(1, 16, 6), inputs, TokenState(), 0)
+    importance = received_attention_importance(inputs.q, inputs.k, inputs.v,
+                                               1.)
+    observed = ppt.observations()['statistic']
+    torch.testing.assert_close(observed, importance.var(dim=1))
+    assert ppt.branch_counts()['prune'] == int(observed.item() >= 7e-5)
+
+
+def test_observations_are_kept_only_while_observing():
+    ppt = PPT(blocks=(0, ), r=4)
+    ppt.bind(1)
+    ppt(torch.randn(2, 16, 6), attention_inputs(False, batch=2),
+        TokenState(), 0)
+    assert ppt.observations() == {}
+    ppt.observing = True
+    for _ in range(2):
+        ppt(torch.randn(2, 16, 6), attention_inputs(False, batch=2),
+            TokenState(), 0)
+    assert ppt.observations()['statistic'].shape == (4, )
+    ppt.reset_counts()
+    assert ppt.observations() == {}
+
+
+def test_block_placements_scale_with_depth():
+    from mmtokred.models.selected_blocks import (every_block,
+                                                 proportional_blocks)
+    assert proportional_blocks(12) == [3, 6, 9]  # 4th, 7th, 10th blocks
+    assert proportional_blocks(8) == [2, 4, 6]
+    assert proportional_blocks(24) == [6, 12, 18]
+    assert every_block(8) == [1, 2, 3, 4, 5, 6]
+    for name in ('PPT', 'JMP', 'TokenPruning', 'SimilarityPruning'):
+        reducer = MODELS.build(dict(type=name))
+        assert sorted(reducer.removals) == list(range(1, 11)), name

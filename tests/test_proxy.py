@@ -8,7 +8,12 @@ import torch
 from conftest import ROOT, run_tool
 from mmaction.registry import DATASETS
 
-from mmtokred.data import ACTIONS, render_clip, write_action_dataset
+from mmengine.config import Config
+from mmengine.dataset import Compose
+
+from mmtokred.data import (ACTIONS, MIN_COVER, TokenGrid, render_clip,
+                           render_clip_with_mask, tubelet_mask,
+                           write_action_dataset)
 from mmtokred.ops import neighbour_merge
 from mmtokred.visualization import overlay, token_map
 
@@ -48,37 +53,70 @@ def test_test_split_does_not_depend_on_the_train_split(tmp_path):
     assert small['test'].read_text() == large['test'].read_text()
 
 
-def _centre(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
-    rows, columns = np.nonzero((frame != background).any(-1))
+def _centre(mask: np.ndarray) -> np.ndarray:
+    rows, columns = np.nonzero(mask)
     return np.array([columns.mean(), rows.mean()])
 
 
 def test_motion_defines_the_class():
-    # On flat backgrounds: 'moves right' shifts the object's centre right,
-    # 'moves fast' twice as far in one of the four directions.
+    # 'moves right' shifts the actor's centre right, 'moves fast' twice as
+    # far in one of the four directions, whatever the camera does.
     moved = {}
     for label in (0, 4):
-        rng = np.random.default_rng(3)
-        while True:
-            frames = render_clip(rng, label, 16, 64).astype(int)
-            background = frames[0, 0, 0]
-            if (frames[:, 0, 0] == background).all():
-                break
-        moved[label] = (_centre(frames[-1], background) -
-                        _centre(frames[0], background))
+        _, masks = render_clip_with_mask(np.random.default_rng(3), label, 16,
+                                         64)
+        moved[label] = _centre(masks[-1]) - _centre(masks[0])
     assert moved[0][0] > 5 and abs(moved[0][1]) < 2
     assert 1.6 < np.abs(moved[4]).max() / moved[0][0] < 2.4
     with pytest.raises(ValueError, match='label'):
-        render_clip(rng, len(ACTIONS), 8, 32)
+        render_clip(np.random.default_rng(0), len(ACTIONS), 8, 32)
 
 
-def test_every_object_stands_out():
+def test_backgrounds_are_textured_and_the_camera_moves():
+    rng = np.random.default_rng(0)
+    for label in range(len(ACTIONS)):
+        frames, masks = render_clip_with_mask(rng, label, 32, 64)
+        background = ~masks.any(0)
+        # Real photographs: texture everywhere, not a flat colour.
+        assert frames[0][background].std(0).mean() > 8, label
+        # A hand-held camera: no two frames of the background are equal.
+        assert (frames[0] != frames[-1])[background].any()
+
+
+def test_every_actor_stands_out():
     for seed in range(30):
-        # 'disappears' between frames 15 and 16: what changes is the object.
-        frames = render_clip(np.random.default_rng(seed), 9, 32,
-                             64).astype(int)
-        changed = np.abs(frames[16] - frames[15]).sum(-1) >= 100
-        assert changed.sum() >= 80, seed
+        # 'disappears' between frames 15 and 16: what changes is the actor.
+        frames, masks = render_clip_with_mask(np.random.default_rng(seed), 9,
+                                              32, 64)
+        change = np.abs(frames[16].astype(int) - frames[15]).sum(-1)
+        assert change[masks[15]].mean() > 3 * change[~masks[15]].mean() + 30
+
+
+def test_actor_masks_line_up_with_the_model_grid(actions):
+    _, paths = actions
+    masks = np.load(paths['test_actor'])
+    cfg = Config.fromfile(PROXY)
+    backbone = cfg.model.backbone
+    grid = (backbone.num_frames // backbone.get('tubelet_size', 2),
+            backbone.img_size // backbone.patch_size,
+            backbone.img_size // backbone.patch_size)
+    assert masks.shape == (len(ACTIONS), *grid) and masks.dtype == bool
+    # The frames the config's test pipeline samples are the frames the
+    # masks were cut from.
+    name = paths['test'].read_text().split()[0]
+    pipeline = Compose([t for t in cfg.test_pipeline
+                        if t['type'] in ('DecordInit', 'SampleFrames')])
+    results = pipeline(dict(filename=str(paths['videos'] / name),
+                            start_index=0, modality='RGB'))
+    assert results['frame_inds'].tolist() == TokenGrid().frames(32)
+    # And they are the masks of the rendered clips, tubelet by tubelet.
+    rng = np.random.default_rng([0, 2])  # the test split's generator
+    _, pixels = render_clip_with_mask(rng, 0, 32, 64)
+    assert np.array_equal(masks[0], tubelet_mask(pixels, TokenGrid()))
+    assert TokenGrid().frames(32) == [1, 5, 9, 13, 17, 21, 25, 29]
+    cover = pixels[TokenGrid().frames(32)].reshape(4, 2, 8, 8, 8, 8).mean(
+        (1, 3, 5))
+    assert np.array_equal(masks[0], cover >= MIN_COVER) and masks[0].any()
 
 
 def data_options(paths):
@@ -106,20 +144,31 @@ def test_train_then_sweep(actions, tmp_path):
     sweep_dir = tmp_path / 'sweep'
     result = run_tool([
         sys.executable, 'tools/sweep.py', str(PROXY), str(checkpoint),
-        '--methods', 'nepam', 'jmp', '--repeats', '1', '--work-dir',
-        str(sweep_dir), '--cfg-options', *data_options(paths)
+        str(checkpoint), '--methods', 'nepam', 'ppt', '--flops', '0.7',
+        '0.5', '--repeats', '1', '--work-dir', str(sweep_dir),
+        '--cfg-options', *data_options(paths)
     ])
     rows = json.loads((sweep_dir / 'sweep.json').read_text())
-    assert [r['method'] for r in rows][:2] == ['dense', 'nepam']
-    assert len(rows) == 1 + 5 + 4
-    dense = rows[0]
-    assert dense['agreement'] == 1 and dense['flops_ratio'] == 1
-    assert all(0 <= r['top1'] <= 1 for r in rows)
-    nepam = {r['budget']: r for r in rows if r['method'] == 'nepam'}
-    assert nepam[1.0]['flops_ratio'] < nepam[0.25]['flops_ratio'] < 1
-    assert (sweep_dir / 'sweep.csv').read_text().startswith('method,budget')
+    # Two models (the same checkpoint twice), dense and two methods at two
+    # FLOPs targets each.
+    assert len(rows) == 2 * (1 + 2 * 2)
+    assert [r['method'] for r in rows][:3] == ['dense', 'nepam', 'nepam']
+    for model in (0, 1):
+        dense = [r for r in rows if r['model'] == model][0]
+        assert dense['agreement'] == 1 and dense['flops_ratio'] == 1
+        assert dense['retention'] == 1
+    for row in rows[1:]:
+        assert row['flops_ratio'] <= row['target'] + 1e-9
+        assert row['flops_ratio'] > row['target'] - 0.1  # least reduction
+        assert 0 <= row['top1'] <= 1 and 0 <= row['retention'] <= 1
+    assert [r['top1'] for r in rows[:5]] == [r['top1'] for r in rows[5:]]
+    ppt = [r for r in rows if r['method'] == 'ppt'][0]
+    branches = json.loads(ppt['branches'])
+    assert branches['pool'] + branches['prune'] == len(ACTIONS) * 6  # blocks
+    assert len(json.loads(ppt['statistic'])) == 3
+    assert (sweep_dir / 'sweep.csv').read_text().startswith('model,method')
     assert (sweep_dir / 'sweep.png').stat().st_size > 10000
-    assert 'wrote' in result.stdout
+    assert 'wrote' in result.stdout and 'retained' in result.stdout
 
 
 def test_token_map_and_overlay_follow_the_source_map():
@@ -154,8 +203,9 @@ def test_visualize_tokens_tool(actions, tmp_path):
         'model.backbone.token_reduction.blocks.type=ToMe',
         'model.backbone.token_reduction.blocks.r=16'
     ])
-    assert 'input: 130 tokens' in result.stdout
-    assert 'block 1: 98 tokens' in result.stdout  # 130 - 2 x 16 by ToMe
+    # NEPAM's default merges 10% of the 64 1x2x2 windows: 256 - 6 x 3.
+    assert 'input: 238 tokens' in result.stdout
+    assert 'block 1: 206 tokens' in result.stdout  # 238 - 2 x 16 by ToMe
     assert (tmp_path / 'tokens.png').stat().st_size > 1000
     from PIL import Image
     gif = Image.open(tmp_path / 'tokens.gif')
@@ -172,3 +222,58 @@ def test_dist_train_runs_two_processes(actions, tmp_path):
     output = result.stdout + result.stderr
     assert 'GPU number: 2' in output and 'Epoch(val) [1]' in output
     assert (tmp_path / 'epoch_1.pth').exists()
+
+
+def test_object_retention_is_exact_on_a_hand_made_clip(tmp_path):
+    from mmtokred.data.synthetic_videos import _write_mp4
+    from mmtokred.ops import random_importance
+    from mmtokred.sweep import TestSet
+
+    frames = np.random.default_rng(0).integers(0, 256, (32, 64, 64, 3),
+                                               dtype=np.uint8)
+    (tmp_path / 'videos').mkdir()
+    _write_mp4(tmp_path / 'videos' / 'clip.mp4', frames, 16)
+    (tmp_path / 'hand.txt').write_text('clip.mp4 0\n')
+    actor = np.zeros((1, 4, 8, 8), bool)
+    actor[0, 1, 2:5, 3:6] = True  # 9 tubelets in the second time step
+    actor[0, 3, 7, :] = True  # and 8 in the last row of the last one
+    np.save(tmp_path / 'hand_actor.npy', actor)
+    cfg = Config.fromfile(PROXY)
+    cfg.test_dataloader.dataset.ann_file = str(tmp_path / 'hand.txt')
+    cfg.test_dataloader.dataset.data_prefix.video = str(tmp_path / 'videos')
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_dataloader.persistent_workers = False
+    test_set = TestSet(cfg, str(tmp_path / 'work'))
+    assert test_set.evaluate(None)['retention'] == 1
+    # Random-score pruning keeps a known set of positions: the 56 of 256
+    # with the highest hash of (seed 0 + block 0, position).
+    kept = random_importance(torch.zeros(1, 256, 1), 0).topk(56).indices[0]
+    held = np.zeros(256, bool)
+    held[kept.numpy()] = True
+    expected = (held & actor.reshape(-1)).sum() / actor.sum()
+    result = test_set.evaluate(dict(blocks=dict(
+        type='TokenPruning', blocks=(0, ), r=200, importance='random',
+        keep_mean='drop')))
+    assert result['retention'] == pytest.approx(expected, abs=1e-12)
+    assert 0 < expected < 1
+
+
+def test_sweep_method_specs():
+    from mmtokred.sweep import Grid, resolve
+    grid = Grid(tokens=256, depth=8)
+    reduction = resolve("ppt:threshold=1.5,keep_mean='fuse'").make(0.5, grid)
+    assert reduction['blocks']['threshold'] == 1.5
+    assert reduction['blocks']['keep_mean'] == 'fuse'
+    assert reduction['blocks']['blocks'] == [1, 2, 3, 4, 5, 6]
+    assert abs(sum(reduction['blocks']['r']) - 128) <= 3  # half the tokens
+    assert resolve('ppt_official').make(0.5, grid)['blocks']['blocks'] == [
+        2, 4, 6]
+    assert resolve('patchsim:threshold=None').make(
+        0.3, grid)['input']['threshold'] is None
+    combined = resolve('nepam_jmp:threshold=0.2').make(0.5, grid)
+    assert combined['input']['type'] == 'NEPAM'
+    assert combined['blocks']['threshold'] == 0.2
+    with pytest.raises(ValueError, match='unknown method'):
+        resolve('pptx')
+    with pytest.raises(ValueError, match='key=value'):
+        resolve('ppt:threshold')

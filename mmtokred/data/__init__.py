@@ -1,6 +1,10 @@
-from .synthetic_videos import (ACTIONS, SPLITS, render_clip,
-                               write_action_dataset, write_video_dataset)
+from .synthetic_videos import (ACTIONS, MIN_COVER, PHOTOS, SPLITS, TokenGrid,
+                               render_clip, render_clip_with_mask,
+                               tubelet_mask, write_action_dataset,
+                               write_video_dataset)
 
 __all__ = [
-    'ACTIONS', 'SPLITS', 'render_clip', 'write_action_dataset', 'write_video_dataset'
+    'ACTIONS', 'MIN_COVER', 'PHOTOS', 'SPLITS', 'TokenGrid', 'render_clip',
+    'render_clip_with_mask', 'tubelet_mask', 'write_action_dataset',
+    'write_video_dataset'
 ]

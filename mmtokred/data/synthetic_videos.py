@@ -1,25 +1,41 @@
-"""Generated action clips in MMAction2's VideoDataset format.
+"""Generated action clips over real photographs, in MMAction2's VideoDataset
+format, with the ground truth of which tokens matter.
 
-Each clip shows one object (square, disc or triangle) over a flat or textured
-background, with a slow camera drift, doing one action:
+Each clip shows one actor (square, disc or triangle with a contrasting
+spoke) doing one action over a photograph bundled with scikit-image, filmed
+by a hand-held camera:
 
     0 moves right   1 moves left   2 moves down   3 moves up
     4 moves fast (any of the four ways, twice the speed)
     5 turns (either way)   6 grows   7 shrinks   8 appears   9 disappears
 
-Turning either way is one class: the proxy model (4 blocks, 8x8 tubelets,
-trained for 20 minutes) stayed at chance between clockwise and anticlockwise
-in two versions of this generator, and a class the dense model can only guess
-says nothing about what token reduction keeps.
+What makes it look like video rather than a drawing:
 
-The class is only visible over time, flat and static backgrounds give the
-spatial and temporal redundancy token reduction feeds on, and clips are
-written in MMAction2's VideoDataset format (mp4 files + ``name label`` list)
-with train, val and test splits.
+- the background is a crop of a real photograph (astronaut, coffee, chelsea,
+  rocket, brick, grass, gravel, ...), panned, zoomed, slightly rotated and
+  shaken by a smoothed random walk: textured everywhere, with the temporal
+  redundancy of real footage but no frame exactly equal to the last;
+- 0-2 distractor objects (smaller, no spoke, slower than the actor) move on
+  their own random paths;
+- sensor noise, then JPEG compression at a random quality per clip, then the
+  mp4 encoder.
+
+Turning either way is one class: a small proxy model stays at chance between
+clockwise and anticlockwise, and a class the dense model can only guess says
+nothing about what token reduction keeps.
+
+Next to each split's list ``{split}.txt`` the writer stores
+``{split}_actor.npy``: ``(clips, T', H', W')`` booleans, True where the actor
+covers at least ``MIN_COVER`` of a tubelet of the model's token grid (the
+frames that MMAction2's ``SampleFrames`` takes in test mode, grouped by
+``tubelet_size``, cut into ``patch_size`` squares): the ground truth of which tokens matter,
+for the object-retention figure of ``tools/sweep.py``.
 """
+import functools
 import math
 from pathlib import Path
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import (Dict, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import cv2
 import numpy as np
@@ -27,33 +43,94 @@ import numpy as np
 ACTIONS = ('moves right', 'moves left', 'moves down', 'moves up',
            'moves fast', 'turns', 'grows', 'shrinks', 'appears', 'disappears')
 # Clips per class in each split of write_action_dataset.
-SPLITS = {'train': 600, 'val': 50, 'test': 100}
+SPLITS = {'train': 400, 'val': 50, 'test': 200}
+# Photographs bundled in scikit-image's wheel (no download).
+PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'brick', 'grass',
+          'gravel', 'camera', 'coins', 'moon', 'clock')
+#: Share of a tubelet's pixels the actor must cover to count as actor.
+MIN_COVER = 0.1
 
 
-def _background(rng: np.random.Generator, size: int, margin: int) -> np.ndarray:
-    full = size + 2 * margin
-    if rng.random() < 0.5:
-        colour = rng.integers(0, 256, 3)
-        return np.broadcast_to(colour, (full, full, 3)).astype(np.uint8)
-    # Low-contrast blurred tiles around a base colour: texture that still
-    # lets the object stand out.
-    cell = int(rng.integers(4, 12))
-    base = rng.integers(40, 216, 3)
-    tiles = base + rng.integers(-40, 41, (full // cell + 1, full // cell + 1,
-                                          3))
-    texture = np.kron(tiles, np.ones((cell, cell, 1)))[:full, :full]
-    texture = cv2.GaussianBlur(texture.astype(np.float32), (0, 0), cell / 3)
-    return np.clip(texture, 0, 255).astype(np.uint8)
+class TokenGrid(NamedTuple):
+    """How a model samples and cuts a clip into tokens (the proxy's default:
+    8 frames, every 4th, tubelets of 2 frames x 8 x 8 pixels)."""
+    clip_len: int = 8
+    frame_interval: int = 4
+    tubelet_size: int = 2
+    patch_size: int = 8
+
+    def frames(self, num_frames: int) -> List[int]:
+        """The frames ``SampleFrames(clip_len, frame_interval, num_clips=1,
+        test_mode=True)`` takes from a clip of ``num_frames``: a span of
+        ``(clip_len - 1) * frame_interval + 1`` frames in the middle (1, 5,
+        ..., 29 of 32 for the default)."""
+        span = (self.clip_len - 1) * self.frame_interval + 1
+        if span > num_frames:
+            raise ValueError(f'the grid samples a span of {span} frames, the '
+                             f'clip has {num_frames}')
+        offset = (num_frames - span) // 2
+        return [offset + i * self.frame_interval for i in range(self.clip_len)]
 
 
-def _object_colour(rng: np.random.Generator,
-                   background: np.ndarray) -> Tuple[int, int, int]:
-    # Redrawn until it stands out from the background: an object of the
+@functools.lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    import skimage.data  # only the generator needs scikit-image
+    image = getattr(skimage.data, name)()
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, -1)
+    return np.ascontiguousarray(image[..., :3]).astype(np.float32)
+
+
+def _camera(rng: np.random.Generator, name: str, num_frames: int,
+            size: int) -> np.ndarray:
+    """Background frames: a hand-held camera over photograph ``name``."""
+    photo = _photo(name)
+    if name in ('brick', 'grass', 'gravel', 'camera', 'coins', 'moon',
+                'clock'):
+        photo = photo * rng.uniform(0.6, 1.25, 3)  # a tint for grey photos
+    # Softer contrast, as a background out of focus: still textured
+    # everywhere, but the actor can stand out.
+    mean = photo.mean((0, 1))
+    photo = mean + rng.uniform(0.3, 0.6) * (photo - mean)
+    height, width = photo.shape[:2]
+    # Pixels of the photograph per output pixel, zooming in or out slowly.
+    view = rng.uniform(120, 0.75 * min(height, width))
+    zoom = np.linspace(1, rng.uniform(0.85, 1.15), num_frames)
+    scale = view / size / zoom
+    # Pan in output pixels per frame; shake as a smoothed random walk.
+    pan = rng.uniform(-0.25, 0.25, 2)
+    shake = np.cumsum(rng.normal(0, 0.35, (num_frames, 3)), 0)
+    shake = cv2.GaussianBlur(shake, (1, 0), 1.5)
+    shake[:, 2] *= 0.01  # radians
+    spin = rng.uniform(-0.003, 0.003)
+    margin = view * 0.75
+    centre = np.array([rng.uniform(margin, width - margin),
+                       rng.uniform(margin, height - margin)]) if min(
+                           height, width) > 2 * margin else np.array(
+                               [width / 2, height / 2])
+    frames = np.empty((num_frames, size, size, 3), np.float32)
+    for t in range(num_frames):
+        angle = spin * t + shake[t, 2]
+        rotation = scale[t] * np.array([[math.cos(angle), -math.sin(angle)],
+                                        [math.sin(angle), math.cos(angle)]])
+        where = centre + scale[t] * (pan * t + shake[t, :2])
+        # Output pixel p shows photograph point where + rotation (p - mid).
+        matrix = np.hstack([rotation,
+                            (where - rotation @ np.full(2, size / 2))[:, None]])
+        frames[t] = cv2.warpAffine(photo, matrix, (size, size),
+                                   flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_REFLECT)
+    return frames
+
+
+def _contrasting_colour(rng: np.random.Generator,
+                        background: np.ndarray) -> np.ndarray:
+    # Redrawn until it stands out from what lies behind it: an actor of the
     # background's colour would make its clip's label unknowable.
     while True:
-        colour = rng.integers(0, 256, 3)
-        if np.abs(colour - background).sum() >= 120:
-            return tuple(int(c) for c in colour)
+        colour = rng.integers(0, 256, 3).astype(np.float32)
+        if np.abs(colour - background).sum() >= 200:
+            return colour
 
 
 def _polygon(shape: str, centre: np.ndarray, radius: float,
@@ -64,33 +141,74 @@ def _polygon(shape: str, centre: np.ndarray, radius: float,
     return points.round().astype(np.int32)
 
 
-def render_clip(rng: np.random.Generator, label: int, num_frames: int,
-                size: int) -> np.ndarray:
-    """``(num_frames, size, size, 3)`` RGB frames of action ``label``."""
+def _shape_mask(shape: str, size: int, centre: np.ndarray, radius: float,
+                angle: float) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    if shape == 'disc':
+        cv2.circle(mask, tuple(centre.round().astype(int)),
+                   int(round(radius)), 1, -1)
+    else:
+        cv2.fillPoly(mask, [_polygon(shape, centre, radius, angle)], 1)
+    return mask.astype(bool)
+
+
+def _paint(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray,
+           texture: np.ndarray) -> None:
+    frame[mask] = np.clip(colour + texture[mask], 0, 255)
+
+
+def render_clip_with_mask(rng: np.random.Generator, label: int,
+                          num_frames: int,
+                          size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(num_frames, size, size, 3)`` RGB frames of action ``label`` and the
+    ``(num_frames, size, size)`` mask of the pixels the actor covers."""
     if not 0 <= label < len(ACTIONS):
         raise ValueError(f'label must be in [0, {len(ACTIONS) - 1}], got '
                          f'{label}')
-    margin = size // 4
-    background = _background(rng, size, margin)
-    shape = ('square', 'disc', 'triangle')[int(rng.integers(3))]
-    colour = _object_colour(rng, background.mean((0, 1)))
-    spoke = (0, 0, 0) if sum(colour) > 3 * 255 / 2 else (255, 255, 255)
-    radius = size * rng.uniform(0.15, 0.22)
+    frames = _camera(rng, PHOTOS[int(rng.integers(len(PHOTOS)))], num_frames,
+                     size)
+    shapes = ('square', 'disc', 'triangle')
+
+    # Distractors: smaller, no spoke, each on its own straight path.
+    distractors = []
+    for _ in range(int(rng.integers(3))):
+        start = rng.uniform(0.1 * size, 0.9 * size, 2)
+        velocity = rng.normal(0, 1, 2)
+        velocity *= rng.uniform(0, 0.25) * size / num_frames / max(
+            np.linalg.norm(velocity), 1e-6)
+        distractors.append((shapes[int(rng.integers(3))], start, velocity,
+                            size * rng.uniform(0.06, 0.1),
+                            rng.uniform(0, 2 * math.pi),
+                            rng.integers(0, 256, 3).astype(np.float32)))
+
+    shape = shapes[int(rng.integers(3))]
+    radius = size * rng.uniform(0.18, 0.24)
     centre = np.array([size / 2, size / 2]) + rng.uniform(-size / 10,
                                                           size / 10, 2)
-    drift = rng.uniform(-0.3, 0.3, 2)  # camera, in pixels per frame
+    around = frames[0, int(centre[1]) - 8:int(centre[1]) + 8,
+                    int(centre[0]) - 8:int(centre[0]) + 8].mean((0, 1))
+    colour = _contrasting_colour(rng, around)
+    spoke = (0, 0, 0) if colour.sum() > 3 * 255 / 2 else (255, 255, 255)
+    # A fixed surface texture that moves with the actor (it is an object,
+    # not a flat sticker).
+    texture = cv2.GaussianBlur(rng.normal(0, 18, (size, size, 3)).astype(
+        np.float32), (0, 0), 1.)
     heading = np.array(((1, 0), (-1, 0), (0, 1), (0, -1)))[
         label if label < 4 else int(rng.integers(4))]
     speed = size * (0.8 if label == 4 else 0.4) / num_frames
     spin = 1.5 * math.pi / num_frames * rng.choice((-1, 1))  # 3/4 of a turn
     angle0 = rng.uniform(0, 2 * math.pi)
-    frames = np.empty((num_frames, size, size, 3), np.uint8)
+
+    masks = np.zeros((num_frames, size, size), bool)
     for t in range(num_frames):
+        frame = frames[t]
+        for kind, start, velocity, r, angle, tint in distractors:
+            _paint(frame, _shape_mask(kind, size, start + velocity * t, r,
+                                      angle), tint, texture)
         progress = t / max(num_frames - 1, 1)
-        offset = (t - num_frames / 2) * speed
         position, r, angle, visible = centre.copy(), radius, angle0, True
         if label <= 4:
-            position += heading * offset
+            position += heading * (t - num_frames / 2) * speed
         elif label == 5:
             angle = angle0 + spin * t
         elif label == 6:
@@ -101,43 +219,74 @@ def render_clip(rng: np.random.Generator, label: int, num_frames: int,
             visible = progress >= 0.5
         else:
             visible = progress < 0.5
-        shift = (drift * t).round().astype(int) + margin
-        frame = np.ascontiguousarray(
-            background[shift[1]:shift[1] + size, shift[0]:shift[0] + size])
-        if visible:
-            centre_px = tuple(position.round().astype(int))
-            if shape == 'disc':
-                cv2.circle(frame, centre_px, int(round(r)), colour, -1)
-            else:
-                cv2.fillPoly(frame, [_polygon(shape, position, r, angle)],
-                             colour)
-            # A contrasting spoke from the centre to the first corner: a disc
-            # shows no turn without it.
-            tip = position + r * np.array([math.cos(angle), math.sin(angle)])
-            cv2.line(frame, centre_px, tuple(tip.round().astype(int)),
-                     spoke, max(2, size // 24))
-        frames[t] = frame
-    return frames
+        if not visible:
+            continue
+        masks[t] = _shape_mask(shape, size, position, r, angle)
+        shifted = np.roll(texture, tuple((position - centre).round().astype(
+            int))[::-1], (0, 1))
+        _paint(frame, masks[t], colour, shifted)
+        # A contrasting spoke from the centre to the first corner: a disc
+        # shows no turn without it.
+        tip = position + r * np.array([math.cos(angle), math.sin(angle)])
+        cv2.line(frame, tuple(position.round().astype(int)),
+                 tuple(tip.round().astype(int)), spoke, max(2, size // 24))
+
+    frames += rng.normal(0, rng.uniform(2, 6), frames.shape)  # sensor noise
+    frames = np.clip(frames, 0, 255).round().astype(np.uint8)
+    quality = int(rng.integers(30, 81))
+    for t in range(num_frames):
+        _, jpeg = cv2.imencode('.jpg', frames[t],
+                               (cv2.IMWRITE_JPEG_QUALITY, quality))
+        frames[t] = cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
+    return frames, masks
+
+
+def render_clip(rng: np.random.Generator, label: int, num_frames: int,
+                size: int) -> np.ndarray:
+    """``(num_frames, size, size, 3)`` RGB frames of action ``label``."""
+    return render_clip_with_mask(rng, label, num_frames, size)[0]
+
+
+def tubelet_mask(masks: np.ndarray, grid: TokenGrid) -> np.ndarray:
+    """``(T', H', W')``: True where the actor covers at least ``MIN_COVER``
+    of the tubelet, over the frames ``grid`` samples in test mode."""
+    frames = grid.frames(len(masks))
+    sampled = masks[frames].astype(np.float32)
+    t, p = grid.tubelet_size, grid.patch_size
+    _, height, width = sampled.shape
+    cover = sampled.reshape(len(frames) // t, t, height // p, p, width // p,
+                            p).mean((1, 3, 5))
+    return cover >= MIN_COVER
 
 
 def _write_split(video_dir: Path, prefix: str, num_videos: int,
                  num_classes: int, rng: np.random.Generator, num_frames: int,
-                 size: int, fps: int) -> str:
-    lines = []
+                 size: int, fps: int,
+                 grid: Optional[TokenGrid]) -> Tuple[str, Optional[np.ndarray]]:
+    lines, actor = [], []
     for index in range(num_videos):
         label = index % num_classes
         name = f'{prefix}{index:05d}.mp4'
-        _write_mp4(video_dir / name, render_clip(rng, label, num_frames, size),
-                   fps)
+        frames, masks = render_clip_with_mask(rng, label, num_frames, size)
+        _write_mp4(video_dir / name, frames, fps)
+        if grid is not None:
+            actor.append(tubelet_mask(masks, grid))
         lines.append(f'{name} {label}')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines) + '\n', np.stack(actor) if actor else None
 
 
-def _check(num_frames: int, size: int, fps: int) -> None:
+def _check(num_frames: int, size: int, fps: int,
+           grid: Optional[TokenGrid] = None) -> None:
     for name, value, low in (('num_frames', num_frames, 2), ('size', size, 16),
                              ('fps', fps, 1)):
         if value < low:
             raise ValueError(f'{name} must be >= {low}, got {value}')
+    if grid is None:
+        return
+    grid.frames(num_frames)  # raises if the clip is too short
+    if grid.clip_len % grid.tubelet_size or size % grid.patch_size:
+        raise ValueError(f'grid {grid} does not tile {grid.clip_len} frames '
+                         f'of {size}x{size}')
 
 
 def write_video_dataset(out_dir: str,
@@ -162,9 +311,10 @@ def write_video_dataset(out_dir: str,
     video_dir = Path(out_dir) / 'videos'
     video_dir.mkdir(parents=True, exist_ok=True)
     ann_file = Path(out_dir) / 'annotations.txt'
-    ann_file.write_text(
-        _write_split(video_dir, 'clip_', num_videos, num_classes,
-                     np.random.default_rng(seed), num_frames, size, fps))
+    lines, _ = _write_split(video_dir, 'clip_', num_videos, num_classes,
+                            np.random.default_rng(seed), num_frames, size,
+                            fps, None)
+    ann_file.write_text(lines)
     return video_dir, ann_file
 
 
@@ -173,21 +323,25 @@ def write_action_dataset(out_dir: str,
                          num_frames: int = 32,
                          size: int = 64,
                          fps: int = 16,
-                         seed: int = 0) -> Dict[str, Path]:
-    """Write all actions in splits under ``out_dir/videos``, one list each.
+                         seed: int = 0,
+                         grid: TokenGrid = TokenGrid()) -> Dict[str, Path]:
+    """Write all actions in splits under ``out_dir/videos``, one list and
+    one actor-mask file (``{split}_actor.npy``, see :func:`tubelet_mask`)
+    each.
 
     Args:
         videos_per_class: clips per class for each split, default
             ``SPLITS``.
+        grid: the token grid of the model the masks are for.
 
     Returns:
-        ``{'videos': folder, 'train': list, 'val': list, 'test': list}``.
+        ``{'videos': folder, split: list, f'{split}_actor': masks, ...}``.
     """
     for name, count in videos_per_class.items():
         if not isinstance(count, int) or count < 1:
             raise ValueError(f'videos_per_class[{name!r}] must be a positive '
                              f'integer, got {count}')
-    _check(num_frames, size, fps)
+    _check(num_frames, size, fps, grid)
     video_dir = Path(out_dir) / 'videos'
     video_dir.mkdir(parents=True, exist_ok=True)
     paths: Dict[str, Path] = {'videos': video_dir}
@@ -195,10 +349,13 @@ def write_action_dataset(out_dir: str,
         # One generator per split: the test split stays the same whatever
         # the size of the training split.
         rng = np.random.default_rng([seed, split_index])
+        lines, actor = _write_split(video_dir, f'{split}_',
+                                    count * len(ACTIONS), len(ACTIONS), rng,
+                                    num_frames, size, fps, grid)
         paths[split] = Path(out_dir) / f'{split}.txt'
-        paths[split].write_text(
-            _write_split(video_dir, f'{split}_', count * len(ACTIONS),
-                         len(ACTIONS), rng, num_frames, size, fps))
+        paths[split].write_text(lines)
+        paths[f'{split}_actor'] = Path(out_dir) / f'{split}_actor.npy'
+        np.save(paths[f'{split}_actor'], actor)
     return paths
 
 

@@ -2,58 +2,66 @@
 :mod:`mmtokred.ops.joint_merge_prune`)."""
 from typing import Sequence, Tuple, Union
 
+import torch
 from mmaction.registry import MODELS
 from torch import Tensor
 
-from ..ops import TokenState, merge_or_prune
+from ..ops import TokenState, joint_merge_prune
 from .reducers import AttentionInputs
-from .selected_blocks import (IMPORTANCE, SelectedBlocksReducer,
-                              check_importance)
+from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer
 
 
 @MODELS.register_module()
-class JMP(SelectedBlocksReducer):
-    """Keep the important tokens; merge the others into their most similar
-    kept token when similar enough, prune them when not.
+class JMP(ImportanceReducer):
+    """Merge the redundant tokens into their ToMe partner; prune only those
+    both unimportant and unlike any kept token.
 
-    In each chosen block, per clip, the ``N - r`` most important tokens
-    (importance as in PPT) are critical and stay. Each of the other ``r``
-    finds its most similar critical token by cosine similarity of the keys
-    (averaged over heads); at ``threshold`` or above it is merged into it
-    (size-weighted), below it is pruned.
+    In each chosen block, per clip, tokens alternate into sets A and B and
+    every A token finds its most similar B token (key cosine similarity,
+    averaged over heads). The ``r`` A tokens with the highest similarity +
+    (1 - importance quantile) leave: merged into their partner
+    (size-weighted) when at least ``threshold`` similar, pruned otherwise.
 
     Args:
         blocks: indices of the blocks that reduce (from 0).
-        r: tokens removed in each of them, or one count per block.
-        threshold: key cosine similarity, in [-1, 1], from which a
-            non-critical token is merged instead of pruned.
-        importance: 'pooled_query' or 'attention' (see PPT).
+        r: tokens removed in each of them, or one count per block (over
+            half the tokens: in rounds of at most half).
+        threshold: key cosine similarity, in [-1, 1], from which a leaving
+            token is merged instead of pruned.
+        importance: see :class:`~mmtokred.models.TokenPruning`.
+        seed: of the 'random' score.
     """
 
     branches = ('merge', 'prune')
 
     def __init__(self,
-                 blocks: Sequence[int] = (2, 5, 8),
-                 r: Union[int, Sequence[int]] = (500, 400, 300),
+                 blocks: Sequence[int] = EVERY_BLOCK,
+                 r: Union[int, Sequence[int]] = HALF_FLOPS,
                  threshold: float = 0.5,
-                 importance: str = 'pooled_query') -> None:
-        super().__init__(blocks, r)
+                 importance: str = 'pooled_query',
+                 seed: int = 0) -> None:
+        super().__init__(blocks, r, importance, None, seed)
         if not -1 <= threshold <= 1:
             raise ValueError('JMP threshold is a cosine similarity in [-1, 1]'
                              f', got {threshold}')
-        check_importance('JMP', importance)
         self.threshold = threshold
-        self.importance = importance
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1] - 1)
+        r = self.removal(block_index, x.shape[1] - 2)
         if r == 0:
             return x, state
-        importance = IMPORTANCE[self.importance](attn.q, attn.k, attn.v,
-                                                 attn.scale, attn.key_bias)
-        x, state, merged = merge_or_prune(x, attn.metric, state, importance,
-                                          r, self.threshold)
-        self.count('merge', merged.sum())
-        self.count('prune', (~merged).sum())
-        return x, state
+        # Rounds of at most half the tokens, the metric and importance
+        # carried along as extra channels (size-weighted like the tokens).
+        channels, metric = x.shape[-1], attn.metric
+        packed = torch.cat([x, metric.to(x.dtype), self.score(
+            x, attn, block_index)[..., None].to(x.dtype)], -1)
+        while r > 0:
+            step = min(r, packed.shape[1] // 2)
+            packed, state, merged = joint_merge_prune(
+                packed, packed[..., channels:-1], state, packed[..., -1],
+                step, self.threshold)
+            self.count('merge', merged.sum())
+            self.count('prune', (~merged).sum())
+            r -= step
+        return packed[..., :channels], state

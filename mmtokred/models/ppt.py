@@ -5,68 +5,85 @@ import torch
 from mmaction.registry import MODELS
 from torch import Tensor
 
-from ..ops import (TokenState, bipartite_soft_matching, concentration,
-                   keep_tokens, merge_with_sizes, most_important)
+from ..ops import TokenState, concentration, merge_in_rounds, prune
 from .reducers import AttentionInputs
-from .selected_blocks import (IMPORTANCE, SelectedBlocksReducer,
-                              check_importance)
+from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer
+
+RULES = ('scale_free', 'paper')
 
 
 @MODELS.register_module()
-class PPT(SelectedBlocksReducer):
-    """Token pruning and pooling, chosen per clip by how attention spreads.
+class PPT(ImportanceReducer):
+    """Token pruning and pooling, chosen per clip by how importance spreads.
 
     In each chosen block every clip scores its tokens (importance, summing to
-    1) and computes the scale-free concentration M^2 var of the scores. Under
-    ``threshold`` (attention spread evenly: duplicated content) it pools: ToMe
-    matching with sizes removes ``r`` tokens. Otherwise (attention
-    concentrated: inattentive tokens) it prunes the ``r`` least important.
-    Both remove ``r``, so a batch keeps one length.
+    1) and computes a spread statistic. Under ``threshold`` (importance
+    spread evenly: duplicated content) it pools: ToMe matching with sizes
+    removes ``r`` tokens (in rounds where ``r`` is over half the tokens).
+    Otherwise (importance concentrated: inattentive
+    tokens) it prunes the ``r`` least important, keeping their content as
+    ``keep_mean`` says. Both remove ``r``, so a batch keeps one length.
+
+    The statistic of each clip and block is observed as 'statistic' (see
+    ``Reducer.observations``), so tools can show its distribution.
 
     Args:
-        blocks: indices of the blocks that reduce (from 0).
+        blocks: indices of the blocks that reduce (from 0): the official
+            3, 6, 9 of a 12-block model.
         r: tokens removed in each of them, or one count per block.
-        threshold: concentration (M^2 var) under which a clip pools. The
-            official 7e-5 on DeiT-S's 196 tokens is 196^2 * 7e-5 = 2.69.
-        importance: 'pooled_query' (attention of the mean query times
-            ||v||, fused-attention friendly) or 'attention' (attention each
-            token receives, from the full matrix).
+        threshold: statistic under which a clip pools. The default 1.0 was
+            calibrated on 500 training clips of the proxy (best top-1 of
+            0, 1, 2, 4, 8 and infinity at half the FLOPs).
+        importance: see :class:`~mmtokred.models.TokenPruning`.
+        keep_mean: what the prune branch does with the pruned tokens.
+        rule: 'scale_free' (statistic M^2 var, the squared coefficient of
+            variation over M tokens: the same scale for any token count) or
+            'paper' (the official unbiased ``torch.var`` of the scores; the
+            paper's threshold is 7e-5 on DeiT-S's 196 tokens).
+        seed: of the 'random' score.
     """
 
     branches = ('pool', 'prune')
 
     def __init__(self,
-                 blocks: Sequence[int] = (2, 5, 8),
-                 r: Union[int, Sequence[int]] = (500, 400, 300),
-                 threshold: float = 2.69,
-                 importance: str = 'pooled_query') -> None:
-        super().__init__(blocks, r)
+                 blocks: Sequence[int] = EVERY_BLOCK,
+                 r: Union[int, Sequence[int]] = HALF_FLOPS,
+                 threshold: float = 1.0,
+                 importance: str = 'pooled_query',
+                 keep_mean: str = 'nearest',
+                 rule: str = 'scale_free',
+                 seed: int = 0) -> None:
+        super().__init__(blocks, r, importance, keep_mean, seed)
+        if rule not in RULES:
+            raise ValueError(f'PPT rule must be one of {RULES}, got {rule!r}')
         if not threshold >= 0:
             raise ValueError(f'PPT threshold must be >= 0, got {threshold}')
-        check_importance('PPT', importance)
         self.threshold = threshold
-        self.importance = importance
+        self.rule = rule
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1] // 2)  # ToMe's cap
+        r = self.removal(block_index, x.shape[1] - 2)
         if r == 0:
             return x, state
-        importance = IMPORTANCE[self.importance](attn.q, attn.k, attn.v,
-                                                 attn.scale, attn.key_bias)
-        pool = concentration(importance) < self.threshold  # (B,)
+        importance = self.score(x, attn, block_index)
+        statistic = (concentration(importance) if self.rule == 'scale_free'
+                     else importance.var(dim=1))
+        self.observe('statistic', statistic)
+        pool = statistic < self.threshold  # (B,)
         self.count('pool', pool.sum())
         self.count('prune', (~pool).sum())
 
-        merge, _ = bipartite_soft_matching(attn.metric, r)
-        pooled, pooled_state = merge_with_sizes(merge, x, state)
-        pruned, pruned_state = keep_tokens(
-            x, state, most_important(importance, x.shape[1] - r))
+        pooled, pooled_state = merge_in_rounds(x, attn.metric, state, r)
+        order = importance.argsort(dim=1, descending=True, stable=True)
+        pruned, pruned_state = prune(x, state, order, x.shape[1] - r,
+                                     self.keep_mean, attn.metric)
         if pruned_state.size is None:
             pruned_state.size = torch.ones_like(pooled_state.size)
 
         def choose(a: Tensor, b: Tensor) -> Tensor:
-            return torch.where(pool.view(-1, *[1] * (a.dim() - 1)), a, b)
+            return torch.where(pool.view(-1, *[1] * (a.dim() - 1)), a,
+                               b.to(a.dtype))
 
         source = None
         if state.source is not None:

@@ -23,7 +23,9 @@ Two switches apply to the whole backbone:
 - ``track_source`` (default False): keep the ``(B, N, N0)`` map of which
   input tubelets each token holds, for pictures.
 """
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+
+import torch
 
 from mmaction.registry import MODELS
 from torch import Tensor, nn
@@ -51,24 +53,40 @@ class AttentionInputs(NamedTuple):
 class Reducer(nn.Module):
     """What every token reducer offers the tools: counts of the branches an
     adaptive reducer took (e.g. PPT's pool/prune decision per clip and
-    block), named in ``branches``."""
+    block), named in ``branches``; and, while ``observing`` is set, the
+    per-clip values it decided on (e.g. PPT's statistic)."""
 
     branches: Tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
+        #: Keep what :meth:`observe` is given (off: nothing accumulates).
+        self.observing = False
         self.reset_counts()
 
     def branch_counts(self) -> Dict[str, int]:
         """How often each branch was taken since :meth:`reset_counts`."""
         return dict(self._counts)
 
+    def observations(self) -> Dict[str, Tensor]:
+        """What was observed since :meth:`reset_counts`, one 1-D tensor per
+        name (values of every clip and block, in order)."""
+        return {name: torch.cat(values)
+                for name, values in self._observed.items()}
+
     def reset_counts(self) -> None:
-        """Start counting branches afresh."""
+        """Start counting branches and observing afresh."""
         self._counts = {branch: 0 for branch in self.branches}
+        self._observed: Dict[str, List[Tensor]] = {}
 
     def count(self, branch: str, times: Union[int, Tensor]) -> None:
         self._counts[branch] += int(times)
+
+    def observe(self, name: str, values: Tensor) -> None:
+        """Keep ``values`` (detached, on their device) under ``name`` while
+        ``observing``."""
+        if self.observing:
+            self._observed.setdefault(name, []).append(values.detach())
 
 
 class InputReducer(Reducer):

@@ -1,13 +1,47 @@
-"""Block reducers that act in chosen blocks only, removing r tokens there."""
-from typing import Dict, Sequence, Union
+"""Block reducers that act in chosen blocks only, removing r tokens there,
+and the importance scores they rank tokens by."""
+from typing import Callable, Dict, Optional, Sequence, Union
 
-from ..ops import pooled_query_importance, received_attention_importance
-from .reducers import BlockReducer
+from torch import Tensor
 
-IMPORTANCE = {
-    'pooled_query': pooled_query_importance,
-    'attention': received_attention_importance,
+from ..ops import (KEEP_MEAN, activation_norm_importance,
+                   attention_sharpness_importance, pooled_query_importance,
+                   random_importance, received_attention_importance)
+from .reducers import AttentionInputs, BlockReducer
+
+#: name -> score(x, attn, seed): ``(B, N)`` importances summing to 1. See
+#: :mod:`mmtokred.ops.importance`.
+IMPORTANCE: Dict[str, Callable[[Tensor, AttentionInputs, int], Tensor]] = {
+    'received': lambda x, a, seed: received_attention_importance(
+        a.q, a.k, a.v, a.scale, a.key_bias),
+    'pooled_query': lambda x, a, seed: pooled_query_importance(
+        a.q, a.k, a.v, a.scale, a.key_bias),
+    'norm': lambda x, a, seed: activation_norm_importance(x),
+    'sharpness': lambda x, a, seed: attention_sharpness_importance(
+        a.q, a.k, a.scale, a.key_bias),
+    'random': lambda x, a, seed: random_importance(x, seed),
 }
+
+
+#: The default placement of the selected-block reducers: blocks 1 to 10 of
+#: ViT-B, many small steps. On the proxy it kept more top-1 than PPT's and
+#: EViT's three large steps at blocks 3, 6, 9 at the same FLOPs
+#: (docs/adaptive_methods.md).
+EVERY_BLOCK = tuple(range(1, 11))
+#: Tokens removed in those blocks (1568 -> 358), the same fraction each
+#: time: about half the FLOPs of ViT-B 16x224.
+HALF_FLOPS = (215, 186, 160, 138, 119, 103, 89, 77, 66, 57)
+
+
+def every_block(depth: int) -> list:
+    """Blocks 1 to ``depth - 2``: the default placement for any depth."""
+    return list(range(1, depth - 1))
+
+
+def proportional_blocks(depth: int) -> list:
+    """PPT's and EViT's blocks 3, 6 and 9 (from 0) of 12, scaled to
+    ``depth`` blocks."""
+    return sorted({min(depth - 1, round(depth * b / 12)) for b in (3, 6, 9)})
 
 
 class SelectedBlocksReducer(BlockReducer):
@@ -45,7 +79,37 @@ class SelectedBlocksReducer(BlockReducer):
                              f'exist: the backbone has blocks 0..{depth - 1}')
 
 
-def check_importance(name: str, importance: str) -> None:
-    if importance not in IMPORTANCE:
-        raise ValueError(f'{name} importance must be one of '
-                         f'{tuple(IMPORTANCE)}, got {importance!r}')
+class ImportanceReducer(SelectedBlocksReducer):
+    """A selected-blocks reducer that ranks tokens by an importance score.
+
+    Args:
+        blocks, r: as for :class:`SelectedBlocksReducer`.
+        importance: a name of ``IMPORTANCE``.
+        keep_mean: what pruning does with the tokens it removes, one of
+            ``KEEP_MEAN`` (see :func:`mmtokred.ops.prune`), or None where the
+            reducer does not prune by importance.
+        seed: of the 'random' score (block ``i`` uses ``seed + i``).
+    """
+
+    def __init__(self, blocks: Sequence[int], r: Union[int, Sequence[int]],
+                 importance: str, keep_mean: Optional[str] = None,
+                 seed: int = 0) -> None:
+        super().__init__(blocks, r)
+        name = type(self).__name__
+        if importance not in IMPORTANCE:
+            raise ValueError(f'{name} importance must be one of '
+                             f'{tuple(IMPORTANCE)}, got {importance!r}')
+        if keep_mean is not None and keep_mean not in KEEP_MEAN:
+            raise ValueError(f'{name} keep_mean must be one of {KEEP_MEAN}, '
+                             f'got {keep_mean!r}')
+        if not isinstance(seed, int):
+            raise ValueError(f'{name} seed must be an integer, got {seed!r}')
+        self.importance = importance
+        self.keep_mean = keep_mean
+        self.seed = seed
+
+    def score(self, x: Tensor, attn: AttentionInputs,
+              block_index: int) -> Tensor:
+        """``(B, N)`` importance of the tokens ``x`` in block
+        ``block_index``."""
+        return IMPORTANCE[self.importance](x, attn, self.seed + block_index)

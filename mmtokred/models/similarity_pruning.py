@@ -5,15 +5,23 @@ import torch
 from mmaction.registry import MODELS
 from torch import Tensor, nn
 
-from ..ops import TokenState, keep_tokens, similarity_prune_index
+from ..ops import TokenState, prune, similarity_prune_index
 from .reducers import AttentionInputs, InputReducer
-from .selected_blocks import SelectedBlocksReducer
+from .selected_blocks import (EVERY_BLOCK, HALF_FLOPS,
+                              SelectedBlocksReducer)
+
+#: What happens to the pruned tokens: see :func:`mmtokred.ops.prune`
+#: ('fuse' is left out: one token of everything pruned says little here).
+KEEP_MEAN = ('drop', 'nearest')
 
 
-def _check(name: str, threshold: Optional[float]) -> None:
+def _check(name: str, threshold: Optional[float], keep_mean: str) -> None:
     if threshold is not None and not -1 <= threshold <= 1:
         raise ValueError(f'{name} threshold is a cosine similarity in '
                          f'[-1, 1], got {threshold}')
+    if keep_mean not in KEEP_MEAN:
+        raise ValueError(f'{name} keep_mean must be one of {KEEP_MEAN}, got '
+                         f'{keep_mean!r}')
 
 
 @MODELS.register_module()
@@ -23,12 +31,16 @@ class PatchSimilarityPruning(InputReducer):
     Redundancy is a patch embedding's mean cosine similarity to the other
     patches of the clip; the most redundant ``ratio`` of the patches are
     pruned, each only if a less redundant patch at least ``threshold``
-    similar stays, so every cluster of similar patches keeps one.
+    similar stays, so every cluster of similar patches keeps one (the
+    diversity rule; how often it had to be broken to keep the budget is
+    counted as 'fallback').
 
     Args:
         ratio: fraction of the patches pruned, in [0, 1).
         threshold: cosine similarity to a kept, less redundant patch that
-            pruning requires (None: any).
+            pruning requires (None: plain most-redundant pruning).
+        keep_mean: 'drop' the pruned patches, or merge each into its 'nearest'
+            kept patch (size-weighted: the pooled mean keeps its content).
     """
 
     #: 'fallback': pruned patches that had no similar, less redundant patch
@@ -36,14 +48,16 @@ class PatchSimilarityPruning(InputReducer):
     branches = ('fallback', )
 
     def __init__(self, ratio: float = 0.4,
-                 threshold: Optional[float] = 0.5) -> None:
+                 threshold: Optional[float] = 0.5,
+                 keep_mean: str = 'nearest') -> None:
         super().__init__()
         if not 0 <= ratio < 1:
             raise ValueError(
                 f'PatchSimilarityPruning ratio must be in [0, 1), got {ratio}')
-        _check('PatchSimilarityPruning', threshold)
+        _check('PatchSimilarityPruning', threshold, keep_mean)
         self.ratio = ratio
         self.threshold = threshold
+        self.keep_mean = keep_mean
 
     def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
                 track_source: bool) -> Tuple[Tensor, TokenState]:
@@ -58,10 +72,10 @@ class PatchSimilarityPruning(InputReducer):
         if r == 0:
             return tokens, state
         # Similarity of content: the embeddings without position.
-        index, fallbacks = similarity_prune_index(embeddings, r,
+        order, fallbacks = similarity_prune_index(embeddings, r,
                                                   self.threshold)
         self.count('fallback', fallbacks.sum())
-        return keep_tokens(tokens, state, index)
+        return prune(tokens, state, order, n - r, self.keep_mean, embeddings)
 
 
 @MODELS.register_module()
@@ -72,24 +86,26 @@ class SimilarityPruning(SelectedBlocksReducer):
     Args:
         blocks: indices of the blocks that prune (from 0).
         r: tokens pruned in each of them, or one count per block.
-        threshold: as for :class:`PatchSimilarityPruning`.
+        threshold, keep_mean: as for :class:`PatchSimilarityPruning`.
     """
 
     branches = ('fallback', )
 
     def __init__(self,
-                 blocks: Sequence[int] = (2, 5, 8),
-                 r: Union[int, Sequence[int]] = 200,
-                 threshold: Optional[float] = 0.5) -> None:
+                 blocks: Sequence[int] = EVERY_BLOCK,
+                 r: Union[int, Sequence[int]] = HALF_FLOPS,
+                 threshold: Optional[float] = 0.5,
+                 keep_mean: str = 'nearest') -> None:
         super().__init__(blocks, r)
-        _check('SimilarityPruning', threshold)
+        _check('SimilarityPruning', threshold, keep_mean)
         self.threshold = threshold
+        self.keep_mean = keep_mean
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
         r = self.removal(block_index, x.shape[1] - 1)
         if r == 0:
             return x, state
-        index, fallbacks = similarity_prune_index(x, r, self.threshold)
+        order, fallbacks = similarity_prune_index(x, r, self.threshold)
         self.count('fallback', fallbacks.sum())
-        return keep_tokens(x, state, index)
+        return prune(x, state, order, x.shape[1] - r, self.keep_mean, x)

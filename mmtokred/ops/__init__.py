@@ -1,22 +1,29 @@
 """Pure-torch token operations: no OpenMMLab imports in this package."""
 from .attention import attention
-from .bipartite_matching import bipartite_soft_matching, merge_with_sizes
-from .importance import (concentration, pooled_query_importance,
+from .bipartite_matching import (bipartite_soft_matching, merge_in_rounds,
+                                 merge_with_sizes)
+from .importance import (activation_norm_importance,
+                         attention_sharpness_importance, concentration,
+                         pooled_query_importance, random_importance,
                          received_attention_importance)
-from .joint_merge_prune import merge_or_prune
+from .joint_merge_prune import joint_merge_prune, merge_into_kept
 from .neighbour_merge import (DISTANCES, POSITIONS, REPRESENTATIVES,
                               neighbour_merge, tubelet_pixels, window_layout,
                               window_scores)
-from .pruning import keep_tokens, most_important
+from .pruning import KEEP_MEAN, keep_tokens, prune
 from .schedules import SCHEDULES, merge_schedule
 from .similarity_pruning import similarity_prune_index
 from .token_state import TokenState
 
 __all__ = [
-    'DISTANCES', 'POSITIONS', 'REPRESENTATIVES', 'SCHEDULES', 'TokenState',
-    'attention', 'bipartite_soft_matching', 'concentration', 'keep_tokens',
-    'merge_or_prune', 'merge_schedule', 'merge_with_sizes', 'most_important',
-    'neighbour_merge', 'pooled_query_importance',
-    'received_attention_importance', 'similarity_prune_index',
-    'tubelet_pixels', 'window_layout', 'window_scores'
+    'DISTANCES', 'KEEP_MEAN', 'POSITIONS', 'REPRESENTATIVES', 'SCHEDULES',
+    'TokenState', 'activation_norm_importance',
+    'attention_sharpness_importance', 'attention', 'bipartite_soft_matching',
+    'concentration', 'joint_merge_prune', 'keep_tokens', 'merge_in_rounds',
+    'merge_into_kept',
+    'merge_schedule', 'merge_with_sizes',
+    'neighbour_merge', 'pooled_query_importance', 'prune',
+    'random_importance', 'received_attention_importance',
+    'similarity_prune_index', 'tubelet_pixels', 'window_layout',
+    'window_scores'
 ]

@@ -96,3 +96,20 @@ def merge_with_sizes(merge: Merge, x: Tensor,
             source = source.gather(1, order.expand_as(source))
     return x, TokenState(size=merged_size, source=source,
                          padded=state.padded)
+
+
+def merge_in_rounds(x: Tensor, metric: Tensor, state: TokenState,
+                    r: int) -> Tuple[Tensor, TokenState]:
+    """ToMe-merge ``r`` tokens of ``x`` ``(B, N, C)``, more than half if need
+    be: in rounds of at most half the tokens, the ``metric`` ``(B, N, D)``
+    merged along (size-weighted) for the next round."""
+    if not 0 <= r < x.shape[1]:
+        raise ValueError(f'r must be in [0, {x.shape[1] - 1}] for '
+                         f'{x.shape[1]} tokens, got {r}')
+    channels = x.shape[-1]
+    packed = torch.cat([x, metric.to(x.dtype)], -1)
+    while r > 0:
+        merge, done = bipartite_soft_matching(packed[..., channels:], r)
+        packed, state = merge_with_sizes(merge, packed, state)
+        r -= done
+    return packed[..., :channels], state

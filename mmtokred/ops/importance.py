@@ -1,14 +1,25 @@
 """How much each token matters, for models without a class token.
 
 PPT scores token j by the attention the class token pays to it times
-``||v_j||``. VideoMAE has no class token; two stand-ins:
+``||v_j||``. VideoMAE has no class token and mean-pools its last tokens;
+the scores compared here:
 
-- :func:`pooled_query_importance`: the attention that the mean query pays
-  to each key, softmax(mean(q) K^T). O(N) and usable next to fused attention.
 - :func:`received_attention_importance`: the attention each key receives,
-  averaged over all queries. Needs the full ``(N, N)`` matrix.
+  averaged over all queries: the exact analogue of class-token attention
+  for a mean readout. Needs the full ``(N, N)`` matrix.
+- :func:`pooled_query_importance`: the attention that the mean query pays
+  to each key, softmax(mean(q) K^T). O(N) and usable next to fused attention,
+  but not the same quantity.
+- :func:`activation_norm_importance`: the L1 norm of each token (STA).
+- :func:`attention_sharpness_importance`: how sharply each token's query
+  attends, log(N) minus the entropy of its attention row, averaged over
+  heads (vid-TLDR's saliency).
+- :func:`random_importance`: a seeded pseudo-random score, the floor every
+  criterion must beat.
 
-Both sum the heads, multiply by ``||v_j||`` and normalise over the tokens.
+Every score is ``(B, N)``, non-negative and sums to 1 over the (valid)
+tokens. The two attention-received scores sum the heads and multiply by
+``||v_j||`` as PPT does.
 """
 from typing import Optional
 
@@ -19,9 +30,7 @@ from torch import Tensor
 def _normalise(scores: Tensor, v: Tensor, valid: Optional[Tensor]) -> Tensor:
     # v: (B, H, N, D) -> the norm of each token's full value vector.
     scores = scores.sum(1) * v.transpose(1, 2).flatten(2).norm(dim=-1)
-    if valid is not None:
-        scores = scores * valid
-    return scores / scores.sum(-1, keepdim=True).clamp(min=1e-12)
+    return _sum_to_one(scores, valid)
 
 
 def pooled_query_importance(q: Tensor,
@@ -68,6 +77,50 @@ def received_attention_importance(q: Tensor,
         weights = valid[:, None, :, None].float()
         received = (attention * weights).sum(2) / weights.sum(2)
     return _normalise(received, v, valid)
+
+
+def activation_norm_importance(x: Tensor,
+                               valid: Optional[Tensor] = None) -> Tensor:
+    """``(B, N)`` importance from the L1 norm of each token ``x`` ``(B, N,
+    C)``, as STA scores tokens of VideoMAE."""
+    return _sum_to_one(x.float().abs().sum(-1), valid)
+
+
+def attention_sharpness_importance(q: Tensor,
+                                   k: Tensor,
+                                   scale: float,
+                                   key_bias: Optional[Tensor] = None,
+                                   valid: Optional[Tensor] = None) -> Tensor:
+    """``(B, N)`` importance from the sharpness of each query's attention:
+    log(N) minus the entropy of its row, averaged over heads (vid-TLDR);
+    materialises the ``(B, H, N, N)`` matrix."""
+    logits = (q @ k.transpose(-2, -1)).float() * scale
+    if key_bias is not None:
+        logits = logits + key_bias[:, None, None]
+    log_attention = logits.log_softmax(-1)
+    entropy = -(log_attention.exp() * log_attention).sum(-1).mean(1)
+    keys = k.shape[2] if valid is None else valid.sum(1, keepdim=True)
+    sharpness = (torch.log(torch.as_tensor(keys, dtype=entropy.dtype,
+                                           device=entropy.device)) -
+                 entropy).clamp(min=0)
+    return _sum_to_one(sharpness, valid)
+
+
+def random_importance(x: Tensor, seed: int,
+                      valid: Optional[Tensor] = None) -> Tensor:
+    """``(B, N)`` pseudo-random importance of the tokens of ``x`` ``(B, N,
+    C)``: a hash of (seed, token position), so it is the same for a clip
+    alone and in any batch, and costs no host round trip."""
+    position = torch.arange(x.shape[1], device=x.device, dtype=torch.float64)
+    noise = torch.sin(position * 12.9898 + (seed % 9973) * 78.233) * 43758.5453
+    scores = (noise - noise.floor()).float() + 1e-6
+    return _sum_to_one(scores.expand(x.shape[0], -1), valid)
+
+
+def _sum_to_one(scores: Tensor, valid: Optional[Tensor]) -> Tensor:
+    if valid is not None:
+        scores = scores * valid
+    return scores / scores.sum(-1, keepdim=True).clamp(min=1e-12)
 
 
 def concentration(importance: Tensor,

@@ -24,7 +24,8 @@ def similarity_prune_index(features: Tensor, r: int,
             is always kept).
 
     Returns:
-        ``(B, N - r)`` indices of the kept tokens in token order, and
+        ``(B, N)`` token indices, the ``N - r`` kept first (in token order),
+        then the ``r`` pruned; and
         ``(B,)`` how many pruned tokens had no such similar token (pruned
         anyway to keep the budget; 0 when the clip had enough).
     """
@@ -49,7 +50,6 @@ def similarity_prune_index(features: Tensor, r: int,
     pruned = key.topk(r, dim=1).indices
     keep = torch.ones(batch, n, dtype=torch.bool, device=features.device)
     keep.scatter_(1, pruned, False)
-    index = keep.to(torch.uint8).argsort(dim=1, descending=True,
-                                         stable=True)[:, :n - r]
+    order = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)
     fallbacks = (r - eligible.sum(1)).clamp(min=0)
-    return index, fallbacks
+    return order, fallbacks
