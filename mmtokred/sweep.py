@@ -18,6 +18,7 @@ retention: the share of actor tubelets (the ``{list}_actor.npy`` masks of
 the generated proxy, where present) still held by some token after the last
 block, read from the source map.
 """
+import ast
 import copy
 import csv
 import json
@@ -193,8 +194,10 @@ def resolve(spec: str) -> Method:
         if not equals:
             raise ValueError(f'method options are key=value, got {option!r} '
                              f'in {spec!r}')
-        overrides[key] = json.loads(value.replace("'", '"')) if value[:1] in (
-            '"', "'", '[', '{') else _number_or_name(value)
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value  # a bare name: fuse, nearest, ...
 
     switches = {k: overrides.pop(k) for k in list(overrides) if k in SWITCHES}
 
@@ -205,15 +208,6 @@ def resolve(spec: str) -> Method:
         return reduction
 
     return Method(make, method.targets)
-
-
-def _number_or_name(value: str):
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return {'None': None, 'True': True, 'False': False}.get(value, value)
 
 
 def model_grid(cfg: Config) -> Grid:
