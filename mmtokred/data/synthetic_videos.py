@@ -28,8 +28,8 @@ Next to each split's list ``{split}.txt`` the writer stores
 ``{split}_actor.npy``: ``(clips, T', H', W')`` booleans, True where the actor
 covers at least ``MIN_COVER`` of a tubelet of the model's token grid (the
 frames that MMAction2's ``SampleFrames`` takes in test mode, grouped by
-``tubelet_size``, cut into ``patch_size`` squares): the ground truth of which tokens matter,
-for the object-retention figure of ``tools/sweep.py``.
+``tubelet_size``, cut into ``patch_size`` squares): the ground truth of which
+tokens matter, for the object-retention figure of ``tools/sweep.py``.
 """
 import functools
 import math
@@ -115,8 +115,8 @@ def _camera(rng: np.random.Generator, name: str, num_frames: int,
                                         [math.sin(angle), math.cos(angle)]])
         where = centre + scale[t] * (pan * t + shake[t, :2])
         # Output pixel p shows photograph point where + rotation (p - mid).
-        matrix = np.hstack([rotation,
-                            (where - rotation @ np.full(2, size / 2))[:, None]])
+        shift = where - rotation @ np.full(2, size / 2)
+        matrix = np.hstack([rotation, shift[:, None]])
         frames[t] = cv2.warpAffine(photo, matrix, (size, size),
                                    flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
                                    borderMode=cv2.BORDER_REFLECT)
@@ -262,7 +262,8 @@ def tubelet_mask(masks: np.ndarray, grid: TokenGrid) -> np.ndarray:
 def _write_split(video_dir: Path, prefix: str, num_videos: int,
                  num_classes: int, rng: np.random.Generator, num_frames: int,
                  size: int, fps: int,
-                 grid: Optional[TokenGrid]) -> Tuple[str, Optional[np.ndarray]]:
+                 grid: Optional[TokenGrid]
+                 ) -> Tuple[str, Optional[np.ndarray]]:
     lines, actor = [], []
     for index in range(num_videos):
         label = index % num_classes

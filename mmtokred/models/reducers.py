@@ -26,7 +26,6 @@ Two switches apply to the whole backbone:
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
-
 from mmaction.registry import MODELS
 from torch import Tensor, nn
 
