@@ -23,29 +23,21 @@ def _take(t: Tensor, index: Tensor) -> Tensor:
     return t.gather(1, index[..., None].expand(-1, -1, t.shape[-1]))
 
 
-def merge_into_kept(x: Tensor,
-                    metric: Tensor,
-                    state: TokenState,
+def merge_into_kept(x: Tensor, metric: Tensor, state: TokenState,
                     kept: Tensor,
-                    removed: Tensor,
-                    threshold: Optional[float] = None
-                    ) -> Tuple[Tuple[Tensor, TokenState], Tensor]:
+                    removed: Tensor) -> Tuple[Tensor, TokenState]:
     """Remove the tokens at ``removed`` ``(B, R)``, each merged into its most
     similar token at ``kept`` ``(B, K)`` (cosine similarity of ``metric``
-    ``(B, N, D)``), size-weighted, when the similarity reaches
-    ``threshold`` (None: always); pruned otherwise.
+    ``(B, N, D)``), size-weighted.
 
     Returns:
-        The kept tokens in the order of ``kept`` with their state, and the
-        ``(B, R)`` mask of the removed tokens that were merged.
+        The kept tokens in the order of ``kept``, and their state.
     """
     unit = F.normalize(metric.float(), dim=-1)
     similarity = _take(unit, removed) @ _take(unit, kept).transpose(1, 2)
-    best, partner = similarity.max(-1)  # (B, R)
-    merged = torch.ones_like(best, dtype=torch.bool) if threshold is None \
-        else best >= threshold
-    x, state = _merge(x, state, kept, removed, partner, merged)
-    return (x, state), merged
+    partner = similarity.argmax(-1)  # (B, R)
+    return _merge(x, state, kept, removed, partner,
+                  torch.ones_like(partner, dtype=torch.bool))
 
 
 def _merge(x: Tensor, state: TokenState, kept: Tensor, removed: Tensor,

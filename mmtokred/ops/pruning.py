@@ -71,10 +71,9 @@ def prune(x: Tensor,
     if keep_mean == 'nearest':
         if metric is None:
             raise ValueError("keep_mean='nearest' needs a metric")
-        kept, _ = merge_into_kept(x, metric, state,
-                                  order[:, :keep].sort(dim=1).values,
-                                  order[:, keep:])
-        return kept
+        return merge_into_kept(x, metric, state,
+                               order[:, :keep].sort(dim=1).values,
+                               order[:, keep:])
     kept_x, kept_state = keep_tokens(x, state,
                                      order[:, :keep - 1].sort(dim=1).values)
     removed = order[:, keep - 1:]
