@@ -64,7 +64,7 @@ class Method(NamedTuple):
     targets: Sequence[float]
 
 
-def _stage_counts(tokens: int, stages: int, removed: float) -> List[int]:
+def stage_counts(tokens: int, stages: int, removed: float) -> List[int]:
     """Tokens to remove at each of ``stages`` steps so that ``removed`` of
     ``tokens`` is gone, the same fraction at each step."""
     per_stage = (1 - removed)**(1 / stages)
@@ -99,8 +99,8 @@ def _in_blocks(kind: str, placement: Callable = every_block,
     def make(knob: float, grid: Grid) -> Dict:
         blocks = placement(grid.depth)
         return dict(blocks=dict(type=kind, blocks=blocks,
-                                r=_stage_counts(grid.tokens, len(blocks),
-                                                knob), **options))
+                                r=stage_counts(grid.tokens, len(blocks),
+                                               knob), **options))
 
     return make
 
@@ -355,16 +355,25 @@ class TestSet:
         return result
 
 
+def configured_reduction(path: str) -> Optional[Dict]:
+    """The ``model.backbone.token_reduction`` a config file sets."""
+    return Config.fromfile(path).model.backbone.get('token_reduction')
+
+
 def sweep(config: str,
           checkpoints: Sequence[str],
           methods: Sequence[str] = tuple(METHODS),
           targets: Optional[Sequence[float]] = None,
           work_dir: str = 'work_dirs/sweep',
           repeats: int = 3,
-          cfg_options: Optional[Dict] = None) -> List[Dict]:
+          cfg_options: Optional[Dict] = None,
+          configs: Sequence[str] = ()) -> List[Dict]:
     """Evaluate dense and every method at its FLOPs targets (or
     ``targets``), for each checkpoint. Methods are names of ``METHODS`` or
-    specs with options (see :func:`resolve`).
+    specs with options (see :func:`resolve`). ``configs`` are config files
+    whose token reduction is evaluated as configured (named by the file);
+    ``{model}`` in a path stands for the checkpoint's index, for one
+    config per checkpoint (e.g. calibrated on each model).
 
     Returns:
         One row per checkpoint and point: model (index of the checkpoint),
@@ -385,11 +394,13 @@ def sweep(config: str,
     cfg.merge_from_dict(cfg_options or {})
     grid = model_grid(cfg)
     costs = Costs(cfg)
-    points = [('dense', 1., 0., None)]
+    models = range(len(checkpoints))
+    # (method, target, knob, the token_reduction of each model)
+    points = [('dense', 1., 0., [None for _ in models])]
     for method in methods:
         make = resolved[method].make
         if not resolved[method].targets:
-            points.append((method, None, 0., make(0., grid)))
+            points.append((method, None, 0., [make(0., grid) for _ in models]))
             continue
         for target in targets or resolved[method].targets:
             knob = costs.knob_for(lambda k: make(k, grid), target)
@@ -397,11 +408,15 @@ def sweep(config: str,
                 warnings.warn(f'{method} cannot reach {target} of the dense '
                               'FLOPs: skipped')
                 continue
-            points.append((method, target, knob, make(knob, grid)))
-    names = [f'{m}@{t}' for m, t, _, _ in points]
-    gflops = {n: costs.gflops(p[3]) for n, p in zip(names, points)}
-    speedups = costs.speedups({n: p[3] for n, p in zip(names, points)} |
-                              {'dense': None}, repeats)
+            points.append((method, target, knob,
+                           [make(knob, grid) for _ in models]))
+    for path in configs:
+        points.append((Path(path).stem.replace('{model}', '*'), None, 0.,
+                       [configured_reduction(path.replace('{model}', str(m)))
+                        for m in models]))
+    distinct = {json.dumps(r): r for p in points for r in p[3]}
+    gflops = {key: costs.gflops(r) for key, r in distinct.items()}
+    speedups = costs.speedups(dict(distinct, dense=None), repeats)
 
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     test_set = TestSet(cfg, work_dir)
@@ -410,7 +425,9 @@ def sweep(config: str,
     for model, checkpoint in enumerate(checkpoints):
         test_set.load(checkpoint)
         reference = None
-        for name, (method, target, knob, reduction) in zip(names, points):
+        for method, target, knob, reductions in points:
+            reduction = reductions[model]
+            key = json.dumps(reduction)
             result = test_set.evaluate(reduction)
             if reference is None:
                 reference = result['predictions']
@@ -418,13 +435,13 @@ def sweep(config: str,
                 np.array(result['predictions']) == np.array(reference)))
             rows.append(dict(
                 model=model, method=method, target=target,
-                knob=round(knob, 4), gflops=gflops[name],
-                flops_ratio=gflops[name] / gflops['dense@1.0'],
-                speedup=speedups[name], top1=result['top1'],
+                knob=round(knob, 4), gflops=gflops[key],
+                flops_ratio=gflops[key] / gflops['null'],
+                speedup=speedups[key], top1=result['top1'],
                 agreement=agreement, retention=result['retention'],
                 branches=json.dumps(result['branches']),
                 statistic=json.dumps(result['statistic']),
-                token_reduction=json.dumps(reduction)))
+                token_reduction=key))
             progress.update()
     return rows
 

@@ -145,23 +145,28 @@ def test_train_then_sweep(actions, tmp_path):
     result = run_tool([
         sys.executable, 'tools/sweep.py', str(PROXY), str(checkpoint),
         str(checkpoint), '--methods', 'nepam', 'ppt', '--flops', '0.7',
-        '0.5', '--repeats', '1', '--work-dir', str(sweep_dir),
+        '0.5', '--configs', str(PROXY.with_name('videomae_proxy_nepam.py')),
+        '--repeats', '1', '--work-dir', str(sweep_dir),
         '--cfg-options', *data_options(paths)
     ])
     rows = json.loads((sweep_dir / 'sweep.json').read_text())
-    # Two models (the same checkpoint twice), dense and two methods at two
-    # FLOPs targets each.
-    assert len(rows) == 2 * (1 + 2 * 2)
+    # Two models (the same checkpoint twice), dense, two methods at two
+    # FLOPs targets each and a config as configured.
+    assert len(rows) == 2 * (1 + 2 * 2 + 1)
     assert [r['method'] for r in rows][:3] == ['dense', 'nepam', 'nepam']
+    configured = rows[5]
+    assert configured['method'] == 'videomae_proxy_nepam'
+    assert configured['target'] is None
+    assert json.loads(configured['token_reduction'])['input']['ratio'] == 0.1
     for model in (0, 1):
         dense = [r for r in rows if r['model'] == model][0]
         assert dense['agreement'] == 1 and dense['flops_ratio'] == 1
         assert dense['retention'] == 1
-    for row in rows[1:]:
+    for row in rows[1:5]:
         assert row['flops_ratio'] <= row['target'] + 1e-9
         assert row['flops_ratio'] > row['target'] - 0.1  # least reduction
         assert 0 <= row['top1'] <= 1 and 0 <= row['retention'] <= 1
-    assert [r['top1'] for r in rows[:5]] == [r['top1'] for r in rows[5:]]
+    assert [r['top1'] for r in rows[:6]] == [r['top1'] for r in rows[6:]]
     ppt = [r for r in rows if r['method'] == 'ppt'][0]
     branches = json.loads(ppt['branches'])
     assert branches['pool'] + branches['prune'] == len(ACTIONS) * 6  # blocks

@@ -2,7 +2,7 @@
 
     python tools/sweep.py CONFIG CHECKPOINT [CHECKPOINT ...]
         [--methods nepam tome ppt:threshold=1.5 ...]
-        [--flops 0.7 0.5 0.35 0.25]
+        [--flops 0.7 0.5 0.35 0.25] [--configs CALIBRATED.py ...]
         [--work-dir work_dirs/sweep] [--repeats 3] [--cfg-options ...]
 
 For each method and FLOPs target (a fraction of dense; default: the
@@ -34,6 +34,11 @@ def main():
     parser.add_argument('--flops', nargs='+', type=float,
                         help='FLOPs targets as fractions of dense (default: '
                         "each method's own)")
+    parser.add_argument('--configs', nargs='+', default=[],
+                        help='config files whose token reduction is '
+                        'evaluated as configured (e.g. calibrated ones); '
+                        '{model} in a path stands for the index of the '
+                        'checkpoint')
     parser.add_argument('--work-dir', default='work_dirs/sweep')
     parser.add_argument('--repeats', type=int, default=3,
                         help='timed passes per point for the speedup')
@@ -42,7 +47,8 @@ def main():
     args = parser.parse_args()
     rows = sweep(args.config, args.checkpoints, args.methods,
                  targets=args.flops, work_dir=args.work_dir,
-                 repeats=args.repeats, cfg_options=args.cfg_options)
+                 repeats=args.repeats, cfg_options=args.cfg_options,
+                 configs=args.configs)
     prefix = str(Path(args.work_dir) / 'sweep')
     write_table(rows, prefix)
     plot_pareto(rows, prefix + '.png', title=Path(args.config).stem)

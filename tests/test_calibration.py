@@ -1,0 +1,209 @@
+"""tools/calibrate.py and the search behind it."""
+import re
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, run_tool
+from mmaction.registry import MODELS
+from mmengine.config import Config
+
+from mmtokred.calibration import (CalibrationClips, Calibrator, Candidate,
+                                  SearchSpace, Shape, clearly_better)
+from mmtokred.data import write_action_dataset
+from mmtokred.sweep import METHODS, Grid, model_grid
+
+PROXY = ROOT / 'configs' / 'proxy' / 'videomae_proxy_dense.py'
+PROXY_NEPAM = ROOT / 'configs' / 'proxy' / 'videomae_proxy_nepam.py'
+
+
+@pytest.fixture(scope='module')
+def actions(tmp_path_factory):
+    root = tmp_path_factory.mktemp('actions')
+    return write_action_dataset(str(root), dict(train=1, val=1, test=1))
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp('ckpt') / 'proxy.pth'
+    run_tool([sys.executable, 'tools/init_checkpoint.py', str(PROXY),
+              str(path)])
+    return str(path)
+
+
+def options(paths):
+    return [f'train_dataloader.dataset.ann_file={paths["train"]}',
+            f'train_dataloader.dataset.data_prefix.video={paths["videos"]}',
+            'val_dataloader.batch_size=3']
+
+
+def proxy_cfg(paths, config=PROXY):
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(dict(train_dataloader=dict(dataset=dict(
+        ann_file=str(paths['train']),
+        data_prefix=dict(video=str(paths['videos']))))))
+    return cfg
+
+
+def calibrator(paths, checkpoint, method, clips=6):
+    cfg = proxy_cfg(paths)
+    grid = model_grid(cfg)
+    return Calibrator(cfg, checkpoint,
+                      SearchSpace(method, grid.depth, grid.tokens),
+                      CalibrationClips(cfg, 'train', clips, batch_size=4))
+
+
+@pytest.mark.parametrize('method,target', [('tome', 0.6),
+                                           ('nepam+jmp', 0.45)])
+def test_search_stays_within_the_target_and_is_deterministic(
+        actions, checkpoint, method, target):
+    runs = [calibrator(actions, checkpoint, method).search(
+        target, progress=False) for _ in range(2)]
+    (best, tried), (again, _) = runs
+    assert best.flops_ratio <= target
+    assert all(c.flops_ratio <= target for c in tried)
+    assert best.reduction == again.reduction and best.kl == again.kl
+    taken = [c for c in tried if c.taken]
+    assert taken[0].move == 'default shape' and taken[-1] is best
+    assert len(tried) > 3  # every coordinate was tried
+    assert all(c.kl >= 0 and 0 <= c.agreement <= 1 for c in tried)
+    # What the model counts for the chosen reduction is what was predicted.
+    costs = calibrator(actions, checkpoint, method).costs
+    assert costs.gflops(best.reduction) / costs.dense == \
+        pytest.approx(best.flops_ratio)
+
+
+def test_target_one_returns_no_reduction(actions, checkpoint):
+    best, tried = calibrator(actions, checkpoint, 'nepam+tome').search(
+        1.0, progress=False)
+    assert len(tried) == 1 and best.reduction is None
+    assert best.kl == pytest.approx(0, abs=1e-12) and best.agreement == 1
+
+
+@pytest.mark.parametrize('method', ['tome', 'ppt', 'nepam_jmp'])
+def test_the_default_shape_is_the_hand_chosen_schedule(method):
+    """Untilted, the search's schedule is the sweep's default at the same
+    amount: the search starts from it."""
+    grid = Grid(tokens=256, depth=8)
+    space = SearchSpace(method.replace('_', '+'), grid.depth, grid.tokens)
+    first = 256 - 3 * round(0.1 * 256 / 4) if space.input else 256
+    for amount in (0.1, 0.2):
+        ours = space.token_reduction(space.start(), amount, first, 8)
+        hand = METHODS[method].make(amount, grid)
+        if space.reducer == 'ToMe':  # the sweep leaves the cap to ToMe
+            assert ours['blocks']['r'] == [int(amount * 128)] * 8
+            assert hand['blocks']['r'] == int(amount * 128)
+        else:
+            assert ours == hand
+
+
+def test_tilt_moves_removal_and_blocks_give_way():
+    space = SearchSpace('tome', depth=4, tokens=64)
+    # Every block at half its tokens: each cut to what it can spend.
+    assert space.counts(Shape(), 1., 64, 8) == [32, 16, 8, 4]
+    # Weights 2, 4/3, 2/3, 0 of 8 tokens each.
+    assert space.counts(Shape(tilt=1.), 0.25, 64, 8) == [16, 11, 5, 0]
+    pruning = SearchSpace('prune', depth=4, tokens=64)
+    assert pruning.blocks == [1, 2]
+    assert pruning.counts(Shape(tilt=2.), 0.9, 64, 8) == [56, 0]
+
+
+def test_moves_step_every_coordinate():
+    moves = dict(SearchSpace('nepam+ppt', depth=4, tokens=64).moves(
+        Shape(ratio=0.1)))
+    assert moves['tilt +0.25'].tilt == 0.25
+    assert moves['nepam ratio 0.15'].ratio == 0.15
+    assert moves['nepam window 2x2x2'].window == (2, 2, 2)
+    assert {moves['threshold 2'].threshold,
+            moves['threshold 0.5'].threshold} == {2., 0.5}  # PPT's is 1
+    assert moves['proportional attention on'].proportional_attention
+    jmp = SearchSpace('jmp', depth=4, tokens=64, options=dict(threshold=0.9))
+    assert [m.threshold for name, m in jmp.moves(Shape())
+            if name.startswith('threshold')] == [0.65]  # 1.15 is no cosine
+    assert 'tilt +0.125' in dict(jmp.moves(Shape(), scale=0.5))
+    nepam = dict(SearchSpace('nepam', depth=4, tokens=64).moves(Shape()))
+    assert not any(name.startswith(('tilt', 'nepam ratio', 'threshold'))
+                   for name in nepam)
+
+
+def test_bad_method_is_named():
+    with pytest.raises(ValueError, match='method'):
+        SearchSpace('evit', depth=4, tokens=64)
+
+
+def test_bad_targets_and_clips_raise(actions, checkpoint):
+    with pytest.raises(ValueError, match='FLOPs target'):
+        calibrator(actions, checkpoint, 'tome').search(1.5)
+    with pytest.raises(ValueError, match='clips'):
+        CalibrationClips(proxy_cfg(actions), 'train', 0)
+    with pytest.raises(ValueError, match='split'):
+        CalibrationClips(proxy_cfg(actions), 'holdout', 4)
+
+
+def calibrate(paths, checkpoint, out, *extra, launcher=(), config=PROXY):
+    result = run_tool([*launcher, 'tools/calibrate.py', str(config),
+                       checkpoint, '--clips', '6', '--out', str(out), *extra,
+                       '--cfg-options', *options(paths)],
+                      env={'PORT': '29531'})
+    return result.stdout + result.stderr
+
+
+def written_reduction(path):
+    return Config.fromfile(str(path)).model.backbone.token_reduction
+
+
+def test_tool_writes_a_config_that_inherits_and_builds(actions, checkpoint,
+                                                       tmp_path):
+    out = tmp_path / 'configs' / 'calibrated.py'
+    output = calibrate(actions, checkpoint, out, '--flops', '0.5',
+                       '--method', 'ppt', launcher=[sys.executable])
+    assert re.search(r'chosen \(\d+ candidates, [\d.]+ min, 1 process\): '
+                     r'FLOPs 0\.[0-5]\d\d of dense', output)
+    assert '* default shape' in output and 'wrote' in output
+    text = out.read_text()
+    assert '_base_' in text and 'ppt at <= 0.5 of the dense FLOPs' in text
+    cfg, base = Config.fromfile(str(out)), Config.fromfile(str(PROXY))
+    reduction = cfg.model.backbone.pop('token_reduction')
+    assert reduction.blocks.type == 'PPT'
+    assert cfg.model == base.model  # nothing else changed
+    model = MODELS.build(Config.fromfile(str(out)).model)
+    assert model.backbone.block_reducer is not None
+
+
+def test_written_config_replaces_the_base_reduction(actions, checkpoint,
+                                                    tmp_path):
+    out = tmp_path / 'tome.py'
+    calibrate(actions, checkpoint, out, '--flops', '0.7', '--method', 'tome',
+              launcher=[sys.executable], config=PROXY_NEPAM)
+    reduction = written_reduction(out)
+    assert 'input' not in reduction and reduction.blocks.type == 'ToMe'
+    none = tmp_path / 'none.py'
+    calibrate(actions, checkpoint, none, '--flops', '1.0',
+              launcher=[sys.executable], config=PROXY_NEPAM)
+    assert written_reduction(none) is None
+    assert MODELS.build(Config.fromfile(str(none)).model) is not None
+
+
+def test_two_processes_choose_what_one_does(actions, checkpoint, tmp_path):
+    one, two = tmp_path / 'one.py', tmp_path / 'two.py'
+    calibrate(actions, checkpoint, one, '--flops', '0.6',
+              launcher=[sys.executable])
+    output = calibrate(actions, checkpoint, two, '--flops', '0.6',
+                       '--launcher', 'pytorch',
+                       launcher=['bash', 'tools/torchrun.sh', '2'])
+    assert '2 processes' in output
+    assert written_reduction(one) == written_reduction(two)
+    assert written_reduction(one) is not None
+
+
+def test_a_move_must_beat_the_noise_of_the_clips():
+    def candidate(kls):
+        kls = torch.tensor(kls, dtype=torch.float64)
+        return Candidate(Shape(), 'x', 0.5, 0.5, None, kl=float(kls.mean()),
+                         agreement=1., kls=kls)
+
+    current = candidate([0.2, 0.2, 0.2, 0.2])
+    assert clearly_better(candidate([0.1, 0.1, 0.1, 0.1]), current)
+    # A lower mean from one clip, worse on the others: noise.
+    assert not clearly_better(candidate([0.3, 0.3, 0.3, -0.4]), current)
+    assert not clearly_better(current, current)

@@ -1,0 +1,127 @@
+"""Calibrate a token-reduction schedule for a FLOPs target, without training.
+
+    python tools/calibrate.py CONFIG CHECKPOINT --flops 0.5
+        [--method nepam+tome] [--clips 256] [--split train]
+        --out configs/my_calibrated.py
+
+Runs the dense model once on CLIPS clips of the config's SPLIT data set
+(through its validation pipeline), then searches the method's free
+parameters (how the removal spreads over the blocks, NEPAM's ratio and
+window, thresholds, proportional attention), each shape at the least
+reduction within the target FLOPs ratio, for the schedule whose class
+distributions are closest to dense (mean KL, agreement as the tie-break);
+see :mod:`mmtokred.calibration` for the search. Prints the candidates tried and
+writes a config inheriting CONFIG that changes only
+``model.backbone.token_reduction``; use it with tools/test.py and
+tools/dist_test.sh. Several processes (``bash tools/torchrun.sh N
+tools/calibrate.py ... --launcher pytorch``) share the forward passes and
+reach the same schedule.
+"""
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from mmengine.config import Config, DictAction
+from mmengine.dist import get_dist_info, init_dist, is_distributed
+from mmengine.registry import init_default_scope
+
+from mmtokred import upstream_fixes  # also registers mmtokred's modules
+from mmtokred.calibration import (METHODS, SPLITS, CalibrationClips,
+                                  Calibrator, SearchSpace, calibrated_config,
+                                  format_candidates)
+from mmtokred.sweep import model_grid
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--flops', type=float, required=True,
+                        help='FLOPs target as a fraction of dense, in (0, 1]')
+    parser.add_argument('--method', default='nepam+tome', choices=METHODS)
+    parser.add_argument('--clips', type=int, default=256,
+                        help='calibration clips (default 256)')
+    parser.add_argument('--split', default='train', choices=SPLITS,
+                        help='data set the clips come from (default train)')
+    parser.add_argument('--pipeline', default='val', choices=SPLITS,
+                        help='whose pipeline prepares them (default val: '
+                        "one view per clip in MMAction2's configs)")
+    parser.add_argument('--seed', type=int, default=0,
+                        help='of the sample of clips')
+    parser.add_argument('--batch-size', type=int,
+                        help="default: the pipeline's data loader's")
+    parser.add_argument('--proportional-attention', action='store_true',
+                        help='start from proportional attention on (the '
+                        'search also tries it switched)')
+    parser.add_argument('--options', nargs='+', action=DictAction,
+                        default={}, help="options of the method's block "
+                        "reducer, e.g. importance=received")
+    parser.add_argument('--out', required=True,
+                        help='the config to write')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'])
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    started = time.perf_counter()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmaction'))
+    cfg.launcher = args.launcher
+    upstream_fixes.prepare_cpu_distributed(cfg)  # gloo without CUDA
+    if args.launcher != 'none' and not is_distributed():
+        init_dist(args.launcher)
+    try:
+        calibrate(args, cfg, started)
+    finally:
+        upstream_fixes.finish_distributed()
+
+
+def calibrate(args, cfg, started):
+    rank, world = get_dist_info()
+    grid = model_grid(cfg)
+    space = SearchSpace(args.method, grid.depth, grid.tokens,
+                        dict(args.options))
+    clips = CalibrationClips(cfg, args.split, args.clips, args.seed,
+                             args.batch_size, args.pipeline)
+    calibrator = Calibrator(cfg, args.checkpoint, space, clips)
+    best, tried = calibrator.search(args.flops, args.proportional_attention)
+    minutes = (time.perf_counter() - started) / 60
+    if rank != 0:
+        return
+    reduction = best.reduction
+    print(format_candidates(tried))
+    figures = (f'FLOPs {best.flops_ratio:.3f} of dense, mean KL '
+               f'{best.kl:.5f}, agreement {100 * best.agreement:.1f}%')
+    print(f'\nchosen ({len(tried)} candidates, {minutes:.1f} min, '
+          f'{world} process{"es" if world > 1 else ""}): {figures}')
+    print('token_reduction =', json.dumps(reduction))
+    base_backbone = Config.fromfile(args.config).model.backbone
+    notes = [
+        f'Calibrated by tools/calibrate.py: {args.method} at <= {args.flops} '
+        'of the dense FLOPs,',
+        f'on {len(clips)} clips of {clips.source} (seed {args.seed}, '
+        f'{args.pipeline} pipeline)',
+        f'with {args.checkpoint} ({minutes:.1f} min). '
+        'On those clips:', f'{figures}.',
+    ]
+    text = calibrated_config(args.config, args.out, reduction,
+                             'token_reduction' in base_backbone, notes)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+    main()
