@@ -87,8 +87,6 @@ MAX_TILT = 2.
 RATIO_STEP = 0.05
 #: The steps of tilt and ratio are halved once when no move helps.
 SCALES = (1., 0.5)
-#: Halvings of the amount's interval when bisecting (as tools/sweep.py).
-BISECTIONS = 14
 MAX_ROUNDS = 20
 #: How many standard errors a move must lower the mean KL by.
 SIGNIFICANCE = 1.
@@ -274,9 +272,9 @@ class CalibrationClips:
         chunks = [self.indices[i:i + batch_size]
                   for i in range(0, count, batch_size)]
         rank, world = get_dist_info()
-        self.mine = [j for j in range(len(chunks)) if j % world == rank]
-        self.batches = [pseudo_collate([dataset[i] for i in chunks[j]])
-                        for j in self.mine]
+        self.batches = [pseudo_collate([dataset[i] for i in chunk])
+                        for j, chunk in enumerate(chunks)
+                        if j % world == rank]
         self.chunk_sizes = [len(c) for c in chunks]
 
     def __len__(self) -> int:
@@ -316,14 +314,14 @@ class Calibrator:
         self.space = space
         self.clips = clips
         self.min_tokens = min_tokens
-        self.device = torch.device(device or (
+        device = torch.device(device or (
             'cuda' if torch.cuda.is_available() else 'cpu'))
         model_cfg = copy.deepcopy(cfg.model)
         model_cfg.backbone.token_reduction = None
         self.model = MODELS.build(model_cfg)
         load_checkpoint(self.model, checkpoint, map_location='cpu',
                         logger='silent')
-        self.model.to(self.device).eval()
+        self.model.to(device).eval()
         self.costs = Costs(cfg)
         self._first_tokens: Dict[Optional[str], int] = {}
         self.dense = self._gather(class_distributions(self.model,
@@ -360,17 +358,12 @@ class Calibrator:
                   target: float) -> Optional[Candidate]:
         """``shape`` with the least amount whose FLOPs ratio is at most
         ``target`` (None if even the most stays above it)."""
-        if self.flops_ratio(self.reduction(shape, 1.)) > target:
+        amount = self.costs.knob_for(lambda a: self.reduction(shape, a),
+                                     target)
+        if amount is None:
             return None
-        low, high = 0., 1.
-        for _ in range(BISECTIONS):
-            middle = (low + high) / 2
-            if self.flops_ratio(self.reduction(shape, middle)) <= target:
-                high = middle
-            else:
-                low = middle
-        reduction = self.reduction(shape, high)
-        return Candidate(shape, move, high, self.flops_ratio(reduction),
+        reduction = self.reduction(shape, amount)
+        return Candidate(shape, move, amount, self.flops_ratio(reduction),
                          reduction)
 
     def measure(self, candidate: Candidate) -> Candidate:
