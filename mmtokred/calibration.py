@@ -66,7 +66,8 @@ from mmengine.utils import ProgressBar
 from torch import Tensor, nn
 
 from .models.selected_blocks import every_block
-from .sweep import NEPAM_DEFAULT, Costs, stage_counts
+from .benchmark.observe import TokenRecorder
+from .benchmark.sweep import NEPAM_DEFAULT, Costs, stage_counts
 
 #: The block-stage reducers a method may name, by the method's name.
 BLOCK_REDUCERS = {'tome': 'ToMe', 'ppt': 'PPT', 'jmp': 'JMP',
@@ -343,9 +344,10 @@ class Calibrator:
         stage = self.space.input_stage(shape, amount)
         key = repr(stage)
         if key not in self._first_tokens:  # tokens entering block 0
-            self.costs.gflops(None if stage is None else dict(input=stage))
-            self._first_tokens[key] = \
-                self.costs.model.backbone.tokens_per_block[0]
+            with TokenRecorder(self.costs.model.backbone) as recorder:
+                self.costs.gflops(None if stage is None else dict(
+                    input=stage))
+            self._first_tokens[key] = recorder.tokens_per_block[0]
         return self.space.token_reduction(shape, amount,
                                           self._first_tokens[key],
                                           self.min_tokens)

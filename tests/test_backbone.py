@@ -6,6 +6,7 @@ import torch
 from mmaction.registry import MODELS
 from mmengine.config import ConfigDict
 
+from mmtokred.benchmark.observe import TokenRecorder
 from mmtokred.models import BlockReducer, InputReducer
 from mmtokred.ops import TokenState
 
@@ -35,11 +36,12 @@ def test_equals_stock(kwargs, size):
     stock, ours = build_pair(**kwargs)
     x = torch.randn(2, 3, 4, *size)
     with torch.no_grad():
-        expected, got = stock(x), ours(x)
+        with TokenRecorder(ours) as recorder:
+            expected, got = stock(x), ours(x)
     assert got.shape == expected.shape
     assert (got - expected).abs().max() <= 1e-4
     grid = (size[0] // 16) * (size[1] // 16) * 2
-    assert ours.tokens_per_block == [grid, grid]
+    assert recorder.tokens_per_block == [grid, grid]
 
 
 def test_equals_stock_at_224():
@@ -170,10 +172,10 @@ def test_reducers_plug_in_and_pool_by_size():
                  blocks=dict(type='MergeAdjacentPairs')))).eval()
     reduced.load_state_dict(dense.state_dict())
     x = torch.randn(2, 3, 4, 64, 64)
-    with torch.no_grad():
+    with torch.no_grad(), TokenRecorder(reduced) as recorder:
         out = reduced(x)
     assert out.shape == (2, 48)
-    assert reduced.tokens_per_block == [16, 8]
+    assert recorder.tokens_per_block == [16, 8]
     assert isinstance(reduced.input_reducer, KeepFirstTubelet)
     assert isinstance(reduced.block_reducer, MergeAdjacentPairs)
 

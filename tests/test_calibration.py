@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmtokred.calibration import (CalibrationClips, Calibrator, Candidate,
                                   SearchSpace, Shape, clearly_better)
 from mmtokred.data import write_action_dataset
-from mmtokred.sweep import METHODS, Grid, model_grid
+from mmtokred.benchmark.sweep import METHODS, Grid, model_grid
 
 PROXY = ROOT / 'configs' / 'proxy' / 'videomae_proxy_dense.py'
 PROXY_NEPAM = ROOT / 'configs' / 'proxy' / 'videomae_proxy_nepam.py'

@@ -232,7 +232,7 @@ def test_dist_train_runs_two_processes(actions, tmp_path):
 def test_object_retention_is_exact_on_a_hand_made_clip(tmp_path):
     from mmtokred.data.synthetic_videos import _write_mp4
     from mmtokred.ops import random_importance
-    from mmtokred.sweep import TestSet
+    from mmtokred.benchmark.sweep import TestSet
 
     frames = np.random.default_rng(0).integers(0, 256, (32, 64, 64, 3),
                                                dtype=np.uint8)
@@ -264,7 +264,7 @@ def test_object_retention_is_exact_on_a_hand_made_clip(tmp_path):
 
 
 def test_sweep_method_specs():
-    from mmtokred.sweep import Grid, resolve
+    from mmtokred.benchmark.sweep import Grid, resolve
     grid = Grid(tokens=256, depth=8)
     reduction = resolve("ppt:threshold=1.5,keep_mean='fuse'").make(0.5, grid)
     assert reduction['blocks']['threshold'] == 1.5

@@ -4,6 +4,8 @@ import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
+from mmtokred.benchmark.observe import ReducerTimer, TokenRecorder
+
 SMALL = dict(type='TokenReductionVisionTransformer', img_size=64,
              patch_size=16, embed_dims=48, depth=3, num_heads=4, num_frames=8)
 NEPAM = dict(type='NEPAM', window=(2, 2, 2), ratio=0.5)
@@ -28,6 +30,12 @@ def run(model, video):
         return model(video)
 
 
+def recorded(model, video):
+    """The output, and what a TokenRecorder saw of the forward pass."""
+    with TokenRecorder(model) as recorder:
+        return run(model, video), recorder
+
+
 @pytest.mark.parametrize('reduction', [
     dict(input=dict(NEPAM, ratio=0.)),
     dict(input=dict(NEPAM, ratio=None, num_windows=0)),
@@ -38,8 +46,9 @@ def test_reduction_off_equals_dense_exactly(reduction):
     dense, reduced = build(), build(reduction)
     reduced.load_state_dict(dense.state_dict())
     video = clips()
-    assert torch.equal(run(reduced, video), run(dense, video))
-    assert reduced.tokens_per_block == [64, 64, 64]
+    out, recorder = recorded(reduced, video)
+    assert torch.equal(out, run(dense, video))
+    assert recorder.tokens_per_block == [64, 64, 64]
 
 
 @pytest.mark.parametrize('reduction, tokens', [
@@ -51,10 +60,10 @@ def test_reduction_off_equals_dense_exactly(reduction):
 ])
 def test_tokens_per_block_and_sizes(reduction, tokens):
     model = build(dict(reduction, track_source=True))
-    out = run(model, clips())
+    out, recorder = recorded(model, clips())
     assert out.shape == (3, 48)
-    assert model.tokens_per_block == tokens
-    state = model.last_state
+    assert recorder.tokens_per_block == tokens
+    state = recorder.final_state
     assert torch.equal(state.size.sum(1).flatten(), torch.full((3, ), 64.))
     # Every input tubelet is held by exactly one token.
     assert torch.equal(state.source.sum(1), torch.ones(3, 64))
@@ -81,14 +90,12 @@ def test_batch_invariant_and_deterministic(reduction):
 def test_threshold_mode_pads_and_counts_differ():
     model = build(dict(input=dict(NEPAM, ratio=None, threshold=0.6)))
     video = clips()
-    run(model, video[:1])
-    flat_clip = model.tokens_per_block[0]
-    run(model, video[1:2])
-    busy_clip = model.tokens_per_block[0]
+    flat_clip = recorded(model, video[:1])[1].tokens_per_block[0]
+    busy_clip = recorded(model, video[1:2])[1].tokens_per_block[0]
     assert flat_clip < busy_clip
-    run(model, video)
-    assert model.last_state.padded
-    assert model.tokens_per_block[0] == busy_clip
+    _, recorder = recorded(model, video)
+    assert recorder.final_state.padded
+    assert recorder.tokens_per_block[0] == busy_clip
 
 
 def test_proportional_attention_changes_merged_outputs_only():
@@ -100,11 +107,16 @@ def test_proportional_attention_changes_merged_outputs_only():
     assert torch.equal(run(dense, video), run(dense_prop, video))
 
 
-def test_reduction_times_are_recorded():
+def test_reduction_times_are_recorded_and_hooks_removed():
     model = build(dict(input=NEPAM, blocks=TOME))
-    model.time_reductions = True
-    run(model, clips())
-    assert model.reduction_seconds > 0
+    with ReducerTimer(model) as timer:
+        run(model, clips())
+    assert timer.seconds['input'] > 0 and timer.seconds['blocks'] > 0
+    assert 0 < timer.fraction < 1
+    with TokenRecorder(model):
+        pass
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
 
 
 @pytest.mark.parametrize('reducer, field', [

@@ -144,6 +144,28 @@ def test_benchmark_of_a_reduced_config_reports_the_reduction(tmp_path):
     assert figures['models']['ours']['branch_counts'] == {}
 
 
+def test_benchmark_in_bf16_reports_the_peak(tmp_path):
+    out = tmp_path / 'bench.json'
+    config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
+    result = run_tool([
+        sys.executable, 'tools/benchmark.py', str(config), '--repeats', '1',
+        '--dtype', 'bf16', '--json', str(out)
+    ])
+    figures = json.loads(out.read_text())
+    assert figures['dtype'] == 'bf16' and not figures['compile']
+    assert figures['models']['ours']['tokens_per_block'] == [36] * 4
+    for model in figures['models'].values():
+        assert model['gflops_per_s'] > 0
+    # bf16 against stock in bf16: the same model, rounded alike.
+    assert figures['max_abs_diff_dense_vs_stock'] < 0.1
+    if figures['peak'] is not None:  # Linux with /proc/cpuinfo
+        assert figures['peak']['gflops'] > 0
+        assert 'machine peak' in result.stdout
+    refused = run_tool([sys.executable, 'tools/benchmark.py', str(config),
+                        '--amp', '--dtype', 'bf16'], check=False)
+    assert refused.returncode != 0 and 'amp' in refused.stderr
+
+
 def test_threshold_benchmark_compares_padding_with_single_clips(tmp_path):
     from mmtokred.benchmark.threshold import compare_padding
     config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'

@@ -1,8 +1,8 @@
 """Benchmark a config's model side by side with stock MMAction2.
 
     python tools/benchmark.py configs/videomae_dense.py [--device cuda]
-        [--batch-size 1] [--shape 16 224 224] [--repeats 3] [--amp]
-        [--json result.json]
+        [--batch-size 1] [--shape 16 224 224] [--repeats 3]
+        [--amp | --dtype fp32|bf16|fp16] [--compile] [--json result.json]
 """
 import argparse
 import json
@@ -11,6 +11,7 @@ from mmengine.config import DictAction
 
 import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
 from mmtokred.benchmark.compare import compare, format_table
+from mmtokred.benchmark.forward import DTYPES
 
 
 def parse_args():
@@ -29,6 +30,10 @@ def parse_args():
                         help='timed forward passes per model')
     parser.add_argument('--amp', action='store_true',
                         help='autocast (fp16 on GPU, bf16 on CPU)')
+    parser.add_argument('--dtype', default='fp32', choices=tuple(DTYPES),
+                        help='cast the weights and clips of every model')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the backbone of every model')
     parser.add_argument('--json', help='also write the figures to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -40,7 +45,8 @@ def main():
     result = compare(args.config, checkpoint=args.checkpoint,
                      cfg_options=args.cfg_options, device=args.device,
                      batch_size=args.batch_size, input_shape=args.shape,
-                     warmup=args.warmup, repeats=args.repeats, amp=args.amp)
+                     warmup=args.warmup, repeats=args.repeats, amp=args.amp,
+                     dtype=args.dtype, compile=args.compile)
     print(format_table(result))
     if args.json:
         with open(args.json, 'w') as f:

@@ -31,7 +31,7 @@ from mmtokred import upstream_fixes  # also registers mmtokred's modules
 from mmtokred.calibration import (METHODS, SPLITS, CalibrationClips,
                                   Calibrator, SearchSpace, calibrated_config,
                                   format_candidates)
-from mmtokred.sweep import model_grid
+from mmtokred.benchmark.sweep import model_grid
 
 
 def parse_args():

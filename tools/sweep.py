@@ -19,7 +19,7 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
-from mmtokred.sweep import (METHODS, format_table, plot_pareto, sweep,
+from mmtokred.benchmark.sweep import (METHODS, format_table, plot_pareto, sweep,
                             write_table)
 
 

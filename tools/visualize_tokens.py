@@ -23,6 +23,7 @@ from mmengine.runner import load_checkpoint
 from PIL import Image
 
 import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+from mmtokred.benchmark.observe import TokenRecorder
 from mmtokred.visualization import render_animation, render_grid, token_map
 
 
@@ -61,21 +62,12 @@ def main():
     batch = model.data_preprocessor(pseudo_collate([data]), False)
     clip = batch['inputs'][0, :1]  # the first view: (1, C, T, H, W)
 
-    states = {}
-
-    def record(name):
-        # Hooks must return None: a value would replace inputs or outputs.
-        def hook(module, inputs, output=None):
-            states[name] = inputs[1] if output is None else output[1]
-
-        return hook
-
     backbone.track_source = True
-    backbone.blocks[0].register_forward_pre_hook(record('input'))
-    for index in blocks:
-        backbone.blocks[index].register_forward_hook(record(f'block {index}'))
-    with torch.no_grad():
+    with torch.no_grad(), TokenRecorder(backbone, states_of=blocks) as seen:
         backbone(clip)
+    states = {'input': seen.input_state}
+    states.update({f'block {index}': seen.block_states[index]
+                   for index in blocks})
 
     grid = (frames.shape[0] // backbone.tubelet_size,
             frames.shape[1] // backbone.patch_size,

@@ -1,57 +1,20 @@
 """Measure ours, dense and stock side by side in one run."""
 import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from mmengine.config import Config
-from torch import Tensor, nn
+from torch import nn
 
 from .flops import count_gflops
+from .forward import (DTYPES, device_name, forward_fn, prepare,
+                      seconds_per_batch)
 from .memory import peak_memory, peak_memory_fresh_process
+from .observe import ReducerTimer, TokenRecorder
+from .peak import cpu_peak
 from .variants import build_variants
-
-
-def forward_fn(model: nn.Module, inputs: Tensor,
-               amp: bool) -> Callable[[], Tensor]:
-    """The measured work: the recogniser's backbone and head on ``inputs``
-    ``(B, views, C, T, H, W)``, without data loading or preprocessing."""
-    device_type = inputs.device.type
-    dtype = torch.float16 if device_type == 'cuda' else torch.bfloat16
-
-    def forward() -> Tensor:
-        with torch.inference_mode(), torch.autocast(
-                device_type, dtype=dtype, enabled=amp):
-            out = model(inputs, mode='tensor', stage='head')
-        if device_type == 'cuda':
-            torch.cuda.synchronize(inputs.device)
-        return out
-
-    return forward
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'cpu ({torch.get_num_threads()} threads)'
-
-
-def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
-                       repeats: int) -> Dict[str, float]:
-    """Median wall time of each forward; the models take turns in every
-    repetition so that a noisy neighbour hurts all of them alike."""
-    for forward in forwards.values():
-        for _ in range(warmup):
-            forward()
-    times: Dict[str, List[float]] = {name: [] for name in forwards}
-    for _ in range(repeats):
-        for name, forward in forwards.items():
-            start = time.perf_counter()
-            forward()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _reduction_overhead(model: nn.Module, forward: Callable,
@@ -59,30 +22,24 @@ def _reduction_overhead(model: nn.Module, forward: Callable,
     """Median fraction of a forward pass spent in the token reducers (in a
     separate, synchronised pass: timing them slows the measured runs)."""
     backbone = model.backbone
-    if getattr(backbone, 'input_reducer', None) is None and getattr(
-            backbone, 'block_reducer', None) is None:
+    if backbone.input_reducer is None and backbone.block_reducer is None:
         return None
     fractions = []
-    backbone.time_reductions = True
-    try:
+    with ReducerTimer(backbone) as timer:
         for _ in range(repeats):
-            start = time.perf_counter()
+            timer.reset()
             forward()
-            fractions.append(backbone.reduction_seconds /
-                             (time.perf_counter() - start))
-    finally:
-        backbone.time_reductions = False
+            fractions.append(timer.fraction)
     return statistics.median(fractions)
 
 
 def _branch_counts(model: nn.Module, forward: Callable) -> Dict[str, int]:
     """Branches the reducers took in one forward pass (e.g. PPT's pool and
     prune decisions per clip and block)."""
-    reducers = [
-        getattr(model.backbone, name, None)
-        for name in ('input_reducer', 'block_reducer')
-    ]
-    reducers = [reducer for reducer in reducers if reducer is not None]
+    backbone = model.backbone
+    reducers = [reducer for reducer in (backbone.input_reducer,
+                                        backbone.block_reducer)
+                if reducer is not None]
     for reducer in reducers:
         reducer.reset_counts()
     forward()
@@ -100,13 +57,19 @@ def compare(config: str,
             input_shape: Optional[Sequence[int]] = None,
             warmup: int = 1,
             repeats: int = 3,
-            amp: bool = False) -> Dict:
+            amp: bool = False,
+            dtype: str = 'fp32',
+            compile: bool = False) -> Dict:
     """Benchmark ``config``'s model against stock MMAction2 (and against its
     own backbone with reduction off) on synthetic clips.
 
     Args:
         input_shape: ``(T, H, W)`` of a clip; defaults to the backbone's
             ``num_frames`` and ``img_size``.
+        amp: run under autocast (fp16 on GPU, bf16 on CPU).
+        dtype: cast every model's weights and the clips (``DTYPES``).
+        compile: ``torch.compile`` every model's backbone (after FLOPs and
+            tokens are counted; the warm-up passes compile).
 
     Returns:
         A dict with per-model figures under ``models``, the ratios
@@ -119,6 +82,12 @@ def compare(config: str,
                              ('warmup', warmup, 0), ('repeats', repeats, 1)):
         if value < low:
             raise ValueError(f'{name} must be >= {low}, got {value}')
+    if amp and dtype != 'fp32':
+        raise ValueError(f'amp autocasts fp32 weights; it cannot be combined '
+                         f'with dtype={dtype!r}')
+    if compile and warmup < 1:
+        raise ValueError('compile needs warmup >= 1 (the first pass '
+                         'compiles)')
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(cfg_options or {})
     backbone = cfg.model.backbone
@@ -134,7 +103,7 @@ def compare(config: str,
 
     forwards = {}
     for name, model in models.items():
-        model.to(dev)
+        prepare(model.to(dev), dtype)
         forwards[name] = forward_fn(model, inputs.to(dev), amp)
     outputs = {name: forward().float().cpu() for name, forward in
                forwards.items()}
@@ -143,17 +112,24 @@ def compare(config: str,
     for name, model in models.items():
         one_clip = forward_fn(model, inputs[:1].to(dev), amp)
         figures[name]['gflops_per_clip'] = count_gflops(one_clip)
-        blocks = getattr(model.backbone, 'tokens_per_block', None)
-        figures[name]['tokens_per_block'] = list(blocks) if blocks else None
+        figures[name]['tokens_per_block'] = None
+        if hasattr(model.backbone, 'block_reducer'):  # ours, not stock
+            with TokenRecorder(model.backbone) as recorder:
+                one_clip()
+            figures[name]['tokens_per_block'] = recorder.tokens_per_block
+    overhead = _reduction_overhead(models['ours'], forwards['ours'], repeats)
+    figures['ours']['branch_counts'] = _branch_counts(models['ours'],
+                                                      forwards['ours'])
+    if compile:
+        for model in models.values():
+            prepare(model, dtype, compile=True)
 
     seconds = seconds_per_batch(forwards, warmup, repeats)
     for name, value in seconds.items():
         figures[name]['seconds_per_batch'] = value
         figures[name]['clips_per_s'] = batch_size / value
-    overhead = _reduction_overhead(models['ours'], forwards['ours'], repeats)
-    figures['ours']['branch_counts'] = _branch_counts(models['ours'],
-                                                      forwards['ours'])
-
+        figures[name]['gflops_per_s'] = (figures[name]['gflops_per_clip'] *
+                                         batch_size / value)
     if dev.type == 'cuda':
         for name, forward in forwards.items():
             figures[name].update(peak_memory(forward, dev))
@@ -165,17 +141,22 @@ def compare(config: str,
                 figures[name].update(
                     peak_memory_fresh_process(
                         dict(config=str(config), cfg_options=cfg_options,
-                             variant=name, amp=amp,
+                             variant=name, amp=amp, dtype=dtype,
+                             compile=compile,
                              weights=str(Path(tmp) / 'weights.pth'),
                              inputs=str(Path(tmp) / 'inputs.pth'))))
 
     ours, stock = figures['ours'], figures['stock']
     dense = figures.get('dense', ours)
+    math_dtype = DTYPES[dtype] if not amp else (
+        torch.float16 if dev.type == 'cuda' else torch.bfloat16)
     return dict(
         config=str(config),
-        device=_device_name(dev),
+        device=device_name(dev),
         input_shape=list(inputs.shape),
         amp=amp,
+        dtype=dtype,
+        compile=compile,
         warmup=warmup,
         repeats=repeats,
         models=figures,
@@ -191,16 +172,19 @@ def compare(config: str,
         stock['activation_mib'],
         total_mem_ratio_vs_stock=ours['total_mib'] / stock['total_mib'],
         reduction_overhead=overhead,
+        peak=cpu_peak(math_dtype) if dev.type == 'cpu' else None,
     )
 
 
 def format_table(result: Dict) -> str:
     """The figures of :func:`compare` as a plain-text table."""
     header = (f"{'model':<6} {'clips/s':>9} {'s/batch':>9} {'GFLOPs':>9} "
-              f"{'peak MiB':>9} {'total MiB':>10}  tokens per block")
+              f"{'GFLOP/s':>9} {'peak MiB':>9} {'total MiB':>10}  "
+              'tokens per block')
     lines = [
         f"{result['config']} on {result['device']}, input "
-        f"{tuple(result['input_shape'])}, amp={result['amp']}", header,
+        f"{tuple(result['input_shape'])}, dtype={result['dtype']}, "
+        f"amp={result['amp']}, compile={result['compile']}", header,
         '-' * len(header)
     ]
     for name, fig in result['models'].items():
@@ -209,8 +193,17 @@ def format_table(result: Dict) -> str:
         lines.append(f"{name:<6} {fig['clips_per_s']:>9.3f} "
                      f"{fig['seconds_per_batch']:>9.3f} "
                      f"{fig['gflops_per_clip']:>9.2f} "
+                     f"{fig['gflops_per_s']:>9.1f} "
                      f"{fig['activation_mib']:>9.1f} "
                      f"{fig['total_mib']:>10.1f}  {tokens}")
+    peak = result.get('peak')
+    if peak:
+        best = max(fig['gflops_per_s'] for fig in result['models'].values())
+        lines.append(
+            f"machine peak {peak['gflops']:.0f} GFLOP/s ({peak['unit']}, "
+            f"{peak['cores']} cores at {peak['ghz']:.2f} GHz, 2 FMA pipes "
+            f"each): the fastest model here reaches "
+            f"{100 * best / peak['gflops']:.0f}% of it")
     lines.append(
         f"ours vs stock: speedup {result['speedup_vs_stock']:.2f}x, FLOPs "
         f"{result['flops_ratio_vs_stock']:.3f}, peak memory "

@@ -15,6 +15,8 @@ from typing import Callable, Dict
 
 import torch
 
+from .forward import forward_fn, prepare
+
 _FRESH_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
 
 
@@ -54,7 +56,8 @@ def peak_memory_fresh_process(spec: Dict) -> Dict[str, float]:
     """:func:`peak_memory` of a variant in a fresh Python process.
 
     ``spec`` holds ``config``, ``cfg_options``, ``variant``, ``weights`` and
-    ``inputs`` (files saved by the caller) and ``amp``.
+    ``inputs`` (files saved by the caller), ``amp``, ``dtype`` and
+    ``compile`` (as for :func:`~mmtokred.benchmark.forward.prepare`).
     """
     env = {**os.environ, **_FRESH_ENV}
     result = subprocess.run(
@@ -70,15 +73,15 @@ def _probe(spec: Dict) -> Dict[str, float]:
     import mmtokred  # noqa: F401  (registers modules, applies fixes)
     from mmengine.config import Config
 
-    from .compare import forward_fn
     from .variants import build_variant
     cfg = Config.fromfile(spec['config'])
     cfg.merge_from_dict(spec['cfg_options'] or {})
     model = build_variant(cfg, spec['variant'])
     model.load_state_dict(torch.load(spec['weights'], weights_only=True))
+    prepare(model, spec['dtype'], spec['compile'])
     inputs = torch.load(spec['inputs'], weights_only=True)
     forward = forward_fn(model, inputs, spec['amp'])
-    forward()  # one-time allocations (kernel caches, thread pools)
+    forward()  # one-time work (compilation, kernel caches, thread pools)
     return peak_memory(forward, torch.device('cpu'))
 
 

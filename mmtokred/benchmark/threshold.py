@@ -13,6 +13,8 @@ import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
+from .observe import TokenRecorder
+
 
 def clips_of_varied_redundancy(batch_size: int, shape: Sequence[int],
                                seed: int = 0) -> torch.Tensor:
@@ -50,11 +52,12 @@ def compare_padding(config: str,
 
     tokens = []
     with torch.inference_mode():
-        for clip in clips:
-            backbone(clip[None])
-            tokens.append(backbone.tokens_per_block[0])
-        batched_out = backbone(clips)
-        padded_length = backbone.tokens_per_block[0]
+        with TokenRecorder(backbone) as recorder:
+            for clip in clips:
+                backbone(clip[None])
+                tokens.append(recorder.tokens_per_block[0])
+            batched_out = backbone(clips)
+            padded_length = recorder.tokens_per_block[0]
         single_out = torch.cat([backbone(clip[None]) for clip in clips])
 
         def batched():

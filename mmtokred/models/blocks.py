@@ -3,7 +3,6 @@
 The backbone swaps the classes of its stock modules to these subclasses
 (as ToMe does), so parameters and state-dict keys stay exactly the stock ones.
 """
-import time
 from typing import Optional, Tuple
 
 import torch
@@ -53,37 +52,30 @@ class FusedAttention(Attention):
 
 
 class ReducibleBlock(Block):
-    """mmaction's pre-norm Block with a token reducer before the MLP."""
+    """mmaction's pre-norm Block with a token reducer before the MLP.
+
+    The backbone calls it as ``block(x, state, reducer=..., block_index=...,
+    proportional_attention=...)``: forward pre-hooks see the tokens and
+    their state as ``args[0]`` and ``args[1]``, forward hooks the returned
+    ``(x, state)``.
+    """
 
     def forward(self,
                 x: Tensor,
                 state: TokenState,
                 reducer: Optional[BlockReducer] = None,
                 block_index: int = 0,
-                proportional_attention: bool = False,
-                timer: Optional[list] = None) -> Tuple[Tensor, TokenState]:
-        """Run the block on ``x`` ``(B, N, C)``; ``reducer`` may shrink N.
-
-        ``timer``, if given, gets the seconds spent in the reducer appended.
-        """
+                proportional_attention: bool = False
+                ) -> Tuple[Tensor, TokenState]:
+        """Run the block on ``x`` ``(B, N, C)``; ``reducer`` may shrink N."""
         gamma_1 = getattr(self, 'gamma_1', None)
         gamma_2 = getattr(self, 'gamma_2', None)
         key_bias = state.key_bias(proportional_attention, x.dtype)
         attn, inputs = self.attn(self.norm1(x), key_bias)
         x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
         if reducer is not None:
-            start = synchronized_now(x) if timer is not None else 0.
             x, state = reducer(x, inputs, state, block_index)
-            if timer is not None:
-                timer.append(synchronized_now(x) - start)
         del inputs  # frees q, k, v before the MLP: a lower peak
         mlp = self.mlp(self.norm2(x))
         x = x + self.drop_path(mlp if gamma_2 is None else gamma_2 * mlp)
         return x, state
-
-
-def synchronized_now(x: Tensor) -> float:
-    """Wall time after the work queued on ``x``'s device is done."""
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
-    return time.perf_counter()

@@ -23,7 +23,7 @@ Two switches apply to the whole backbone:
 - ``track_source`` (default False): keep the ``(B, N, N0)`` map of which
   input tubelets each token holds, for pictures.
 """
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from mmaction.registry import MODELS
@@ -53,7 +53,12 @@ class Reducer(nn.Module):
     """What every token reducer offers the tools: counts of the branches an
     adaptive reducer took (e.g. PPT's pool/prune decision per clip and
     block), named in ``branches``; and, while ``observing`` is set, the
-    per-clip values it decided on (e.g. PPT's statistic)."""
+    per-clip values it decided on (e.g. PPT's statistic).
+
+    The counts accumulate on the reducer's device (a buffer outside the
+    state dict), so a forward pass never waits for the device to count;
+    they become numbers only when :meth:`branch_counts` is asked.
+    """
 
     branches: Tuple[str, ...] = ()
 
@@ -61,11 +66,15 @@ class Reducer(nn.Module):
         super().__init__()
         #: Keep what :meth:`observe` is given (off: nothing accumulates).
         self.observing = False
+        self.register_buffer('branch_totals',
+                             torch.zeros(len(self.branches),
+                                         dtype=torch.long),
+                             persistent=False)
         self.reset_counts()
 
     def branch_counts(self) -> Dict[str, int]:
         """How often each branch was taken since :meth:`reset_counts`."""
-        return dict(self._counts)
+        return dict(zip(self.branches, self.branch_totals.tolist()))
 
     def observations(self) -> Dict[str, Tensor]:
         """What was observed since :meth:`reset_counts`, one 1-D tensor per
@@ -75,11 +84,12 @@ class Reducer(nn.Module):
 
     def reset_counts(self) -> None:
         """Start counting branches and observing afresh."""
-        self._counts = {branch: 0 for branch in self.branches}
+        self.branch_totals.zero_()
         self._observed: Dict[str, List[Tensor]] = {}
 
-    def count(self, branch: str, times: Union[int, Tensor]) -> None:
-        self._counts[branch] += int(times)
+    def count(self, branch: str, times: Tensor) -> None:
+        """Add ``times`` (a tensor on the reducer's device) to ``branch``."""
+        self.branch_totals[self.branches.index(branch)] += times
 
     def observe(self, name: str, values: Tensor) -> None:
         """Keep ``values`` (detached, on their device) under ``name`` while

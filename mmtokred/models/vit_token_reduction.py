@@ -1,6 +1,6 @@
 """VideoMAE backbone with fused attention and pluggable token reduction."""
 import inspect
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +9,7 @@ from mmaction.registry import MODELS
 from torch import Tensor
 
 from ..ops import TokenState
-from .blocks import FusedAttention, ReducibleBlock, synchronized_now
+from .blocks import FusedAttention, ReducibleBlock
 from .reducers import build_token_reduction
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
@@ -52,14 +52,9 @@ class TokenReductionVisionTransformer(VisionTransformer):
             :mod:`mmtokred.models.reducers`. None keeps every token.
         *args, **kwargs: the arguments of mmaction's ``VisionTransformer``.
 
-    Attributes:
-        tokens_per_block (list[int]): tokens that entered each block during
-            the last forward pass.
-        last_state (TokenState): the state of the tokens after the last
-            block of the last forward pass (sizes, source map if tracked).
-        time_reductions (bool): when set, ``reduction_seconds`` gets the
-            wall time spent in the reducers during each forward pass (with
-            CUDA synchronisation: for benchmarks only).
+    What a forward pass did with the tokens (how many entered each block,
+    their state, time in the reducers) is observed from outside, with the
+    forward hooks of :mod:`mmtokred.benchmark.observe`.
     """
 
     def __init__(self,
@@ -77,10 +72,6 @@ class TokenReductionVisionTransformer(VisionTransformer):
             block.__class__ = ReducibleBlock
             block.attn.__class__ = FusedAttention
         self.set_token_reduction(token_reduction)
-        self.tokens_per_block: List[int] = []
-        self.last_state = TokenState()
-        self.time_reductions = False
-        self.reduction_seconds = 0.
 
     def set_token_reduction(self, token_reduction: Optional[Dict]) -> None:
         """Replace the token reduction (a ``token_reduction`` config, None
@@ -91,8 +82,11 @@ class TokenReductionVisionTransformer(VisionTransformer):
                 'which token_reduction removes: set token_reduction=None or '
                 'return_feat_map=False')
         reduction = build_token_reduction(token_reduction, len(self.blocks))
-        self.input_reducer = reduction.input
-        self.block_reducer = reduction.blocks
+        device = self.pos_embed.device  # where the reducers' counts live
+        self.input_reducer = None if reduction.input is None else \
+            reduction.input.to(device)
+        self.block_reducer = None if reduction.blocks is None else \
+            reduction.blocks.to(device)
         self.proportional_attention = reduction.proportional_attention
         self.track_source = reduction.track_source
 
@@ -135,31 +129,22 @@ class TokenReductionVisionTransformer(VisionTransformer):
         """
         t, h, w = self._check_input(x)
         pos_embed = self._position_embedding(h, w)
-        timer = [] if self.time_reductions else None
         if self.input_reducer is None:
             x = self.patch_embed(x)[0] + pos_embed
             state = TokenState()
         else:
-            start = synchronized_now(x) if timer is not None else 0.
             x, state = self.input_reducer(x, self.patch_embed.projection,
                                           pos_embed, self.track_source)
-            if timer is not None:
-                timer.append(synchronized_now(x) - start)
         if self.track_source and state.source is None:
             state.source = torch.eye(
                 x.shape[1], device=x.device,
                 dtype=x.dtype).expand(x.shape[0], -1, -1)
         x = self.pos_drop(x)
-
-        self.tokens_per_block = []
         for index, block in enumerate(self.blocks):
-            self.tokens_per_block.append(x.shape[1])
-            x, state = block(x, state, self.block_reducer, index,
-                             self.proportional_attention, timer)
+            x, state = block(
+                x, state, reducer=self.block_reducer, block_index=index,
+                proportional_attention=self.proportional_attention)
         x = self.norm(x)
-        self.last_state = state
-        if timer is not None:
-            self.reduction_seconds = sum(timer)
 
         if self.return_feat_map:
             return x.reshape(-1, t, h, w,

@@ -28,30 +28,38 @@ def tubelet_pixels(video: Tensor, tubelet: Sequence[int]) -> Tensor:
     return x.permute(0, 2, 4, 6, 1, 3, 5, 7).flatten(4)
 
 
-def window_layout(grid: Sequence[int],
-                  window: Sequence[int]) -> Tuple[Tensor, Tensor]:
-    """Flat grid indices of each window's members, and of the leftovers.
-
-    Returns:
-        ``(M, V)`` indices (member 0 is the reference) of the windows that
-        tile the divisible part of the grid, and the indices of the
-        tubelets outside it, which stay unmerged.
-    """
+def window_members(grid: Sequence[int], window: Sequence[int],
+                   device: Optional[torch.device] = None) -> Tensor:
+    """``(M, V)`` flat grid indices of the members of the windows that tile
+    the divisible part of the grid (member 0 is the reference). Shapes only,
+    no data-dependent indexing: it traces into a compiled graph."""
     for name, size, limit in zip(('t', 'h', 'w'), window, grid):
         if not 1 <= size <= limit:
             raise ValueError(
                 f'window {tuple(window)} does not fit the token grid '
                 f'{tuple(grid)}: its {name} must be in [1, {limit}]')
-    index = torch.arange(grid[0] * grid[1] * grid[2]).reshape(*grid)
+    index = torch.arange(grid[0] * grid[1] * grid[2],
+                         device=device).reshape(*grid)
     counts = [g // s for g, s in zip(grid, window)]
     tiled = index[:counts[0] * window[0], :counts[1] * window[1],
                   :counts[2] * window[2]]
     members = tiled.reshape(counts[0], window[0], counts[1], window[1],
                             counts[2], window[2]).permute(0, 2, 4, 1, 3, 5)
-    members = members.reshape(-1, window[0] * window[1] * window[2])
-    inside = torch.zeros(index.numel(), dtype=torch.bool)
+    return members.reshape(-1, window[0] * window[1] * window[2])
+
+
+def window_layout(grid: Sequence[int],
+                  window: Sequence[int]) -> Tuple[Tensor, Tensor]:
+    """Flat grid indices of each window's members, and of the leftovers.
+
+    Returns:
+        ``(M, V)`` indices from :func:`window_members`, and the indices of
+        the tubelets outside the tiled part, which stay unmerged.
+    """
+    members = window_members(grid, window)
+    inside = torch.zeros(grid[0] * grid[1] * grid[2], dtype=torch.bool)
     inside[members.flatten()] = True
-    return members, index.flatten()[~inside]
+    return members, torch.arange(inside.numel())[~inside]
 
 
 def window_scores(pixels: Tensor, members: Tensor, distance: str) -> Tensor:
@@ -140,8 +148,7 @@ def neighbour_merge(video: Tensor,
     grid = pixels.shape[1:4]
     pixels = pixels.flatten(1, 3)  # (B, N0, P)
     batch, n0, _ = pixels.shape
-    members, _ = window_layout(grid, window)
-    members = members.to(video.device)
+    members = window_members(grid, window, video.device)
     volume = members.shape[1]
 
     merged = select_windows(
@@ -152,7 +159,10 @@ def neighbour_merge(video: Tensor,
     dropped[:, members[:, 1:].flatten()] = merged[:, :, None].expand(
         -1, -1, volume - 1).flatten(1)
     kept_counts = n0 - dropped.sum(1)
-    length = int(kept_counts.max())
+    if threshold is None:  # the same count in every clip: known, no sync
+        length = n0 - num_merged * (volume - 1)
+    else:  # clips differ: pad to the longest
+        length = int(kept_counts.max())
     # Kept tubelets first, in grid order.
     index = dropped.to(torch.uint8).argsort(dim=1, stable=True)[:, :length]
 
@@ -192,5 +202,6 @@ def neighbour_merge(video: Tensor,
         token_of_patch = rank.gather(1, owner)  # (B, N0)
         source = F.one_hot(token_of_patch, length).transpose(1, 2).to(
             tokens.dtype)
-    return tokens, TokenState(size=size[..., None], source=source,
-                              padded=bool(padding.any()))
+    return tokens, TokenState(
+        size=size[..., None], source=source,
+        padded=threshold is not None and bool(padding.any()))

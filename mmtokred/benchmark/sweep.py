@@ -33,10 +33,11 @@ from mmengine.config import Config
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.utils import ProgressBar
 
-from .benchmark.compare import forward_fn, seconds_per_batch
-from .benchmark.flops import count_gflops
-from .models.reducers import SWITCHES
-from .models.selected_blocks import every_block, proportional_blocks
+from ..models.reducers import SWITCHES
+from ..models.selected_blocks import every_block, proportional_blocks
+from .flops import count_gflops
+from .forward import forward_fn, seconds_per_batch
+from .observe import TokenRecorder
 
 #: The main methods, measured at every target; NEPAM followed by an in-block
 #: method where NEPAM's default alone is not enough; the others compare one
@@ -322,12 +323,14 @@ class TestSet:
             reducer.observing = True
         represented: List[torch.Tensor] = []
         predictions: List[int] = []
+        recorder = TokenRecorder(backbone)
         for batch in self.batches:
-            outputs = self.model.test_step(batch)
+            with recorder:
+                outputs = self.model.test_step(batch)
             self.evaluator.process(data_samples=outputs, data_batch=batch)
             predictions += [int(o.pred_score.argmax()) for o in outputs]
             if track:
-                source = backbone.last_state.source
+                source = recorder.final_state.source
                 if source.shape[0] != len(outputs):
                     raise ValueError('object retention needs one view per '
                                      'clip (the masks are per clip)')

@@ -1,0 +1,70 @@
+"""The measured work, and how it is timed: shared by every benchmark."""
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+from torch import Tensor, nn
+
+
+#: ``--dtype`` names: what the weights and the clips are cast to.
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
+          'fp16': torch.float16}
+
+
+def prepare(model: nn.Module, dtype: str = 'fp32',
+            compile: bool = False) -> nn.Module:
+    """Cast ``model`` to ``dtype`` and, with ``compile``, wrap its
+    backbone's forward in ``torch.compile`` (parameters and state-dict keys
+    stay as they are)."""
+    if dtype not in DTYPES:
+        raise ValueError(f'dtype must be one of {tuple(DTYPES)}, got '
+                         f'{dtype!r}')
+    model.to(DTYPES[dtype])
+    if compile:
+        model.backbone.forward = torch.compile(model.backbone.forward)
+    return model
+
+
+def forward_fn(model: nn.Module, inputs: Tensor,
+               amp: bool) -> Callable[[], Tensor]:
+    """The measured work: the recogniser's backbone and head on ``inputs``
+    ``(B, views, C, T, H, W)`` (cast to the model's dtype), without data
+    loading or preprocessing; ``amp``: under autocast (fp16 on GPU, bf16 on
+    CPU)."""
+    device_type = inputs.device.type
+    dtype = torch.float16 if device_type == 'cuda' else torch.bfloat16
+    inputs = inputs.to(next(model.parameters()).dtype)
+
+    def forward() -> Tensor:
+        with torch.inference_mode(), torch.autocast(
+                device_type, dtype=dtype, enabled=amp):
+            out = model(inputs, mode='tensor', stage='head')
+        if device_type == 'cuda':
+            torch.cuda.synchronize(inputs.device)
+        return out
+
+    return forward
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with its thread count."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'cpu ({torch.get_num_threads()} threads)'
+
+
+def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
+                      repeats: int) -> Dict[str, float]:
+    """Median wall time of each forward; the models take turns in every
+    repetition so that a noisy neighbour hurts all of them alike."""
+    for forward in forwards.values():
+        for _ in range(warmup):
+            forward()
+    times: Dict[str, List[float]] = {name: [] for name in forwards}
+    for _ in range(repeats):
+        for name, forward in forwards.items():
+            start = time.perf_counter()
+            forward()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}

@@ -1,0 +1,157 @@
+"""Watching a backbone from outside: forward hooks that tools install and
+remove. The model only computes; what it did with its tokens (how many
+entered each block, their state) and where its time went are read here.
+
+Both observers are context managers over a
+:class:`~mmtokred.models.TokenReductionVisionTransformer`::
+
+    with TokenRecorder(backbone) as tokens, ReducerTimer(backbone) as timer:
+        backbone(clips)
+    tokens.tokens_per_block, tokens.final_state, timer.seconds
+"""
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import TokenState
+
+
+def synchronized_now(x: Optional[Tensor] = None) -> float:
+    """Wall time after the work queued on ``x``'s device is done."""
+    if x is not None and x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter()
+
+
+class _Hooks:
+    """Hooks installed on entering, removed on leaving."""
+
+    def __init__(self) -> None:
+        self._handles: List = []
+
+    def _install(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class TokenRecorder(_Hooks):
+    """What the last forward pass did with the tokens.
+
+    Attributes:
+        tokens_per_block: tokens that entered each block.
+        input_state: the :class:`~mmtokred.ops.TokenState` entering the
+            first block (after the input stage).
+        block_states: the state leaving each block of ``states_of``.
+        final_state: the state leaving the last block (sizes, and the source
+            map where the backbone tracks it).
+
+    Args:
+        backbone: the backbone to watch.
+        states_of: blocks whose outgoing state to keep besides the last.
+    """
+
+    def __init__(self, backbone: nn.Module,
+                 states_of: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.blocks = list(backbone.blocks)
+        self.states_of = set(states_of) | {len(self.blocks) - 1}
+        self.tokens_per_block: List[int] = []
+        self.input_state: Optional[TokenState] = None
+        self.block_states: Dict[int, TokenState] = {}
+
+    @property
+    def final_state(self) -> Optional[TokenState]:
+        return self.block_states.get(len(self.blocks) - 1)
+
+    def _install(self) -> None:
+        # Hooks must return None: a value would replace inputs or outputs.
+        def entering(index: int):
+            def hook(module, args):
+                if index == 0:
+                    self.tokens_per_block = []
+                    self.block_states = {}
+                    self.input_state = args[1]
+                self.tokens_per_block.append(args[0].shape[1])
+            return hook
+
+        def leaving(index: int):
+            def hook(module, args, output):
+                if index in self.states_of:
+                    self.block_states[index] = output[1]
+            return hook
+
+        for index, block in enumerate(self.blocks):
+            self._handles.append(
+                block.register_forward_pre_hook(entering(index)))
+            self._handles.append(block.register_forward_hook(leaving(index)))
+
+
+class ModuleTimer(_Hooks):
+    """Wall seconds spent in each named module, summed over its calls
+    (synchronised with CUDA before and after each: slower, for measurement
+    only).
+
+    Attributes:
+        seconds: name -> seconds since the last :meth:`reset`.
+    """
+
+    def __init__(self, modules: Dict[str, Optional[nn.Module]]) -> None:
+        super().__init__()
+        self.modules = {name: m for name, m in modules.items()
+                        if m is not None}
+        self.seconds: Dict[str, float] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds = {name: 0. for name in self.modules}
+
+    def _install(self) -> None:
+        starts: Dict[str, List[float]] = {name: [] for name in self.modules}
+
+        def first_tensor(values) -> Optional[Tensor]:
+            values = values if isinstance(values, (tuple, list)) else (
+                values, )
+            return next((v for v in values if isinstance(v, Tensor)), None)
+
+        def before(name: str):
+            def hook(module, args):
+                starts[name].append(synchronized_now(first_tensor(args)))
+            return hook
+
+        def after(name: str):
+            def hook(module, args, output):
+                self.seconds[name] += synchronized_now(
+                    first_tensor(output)) - starts[name].pop()
+            return hook
+
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_pre_hook(
+                before(name)))
+            self._handles.append(module.register_forward_hook(after(name)))
+
+
+class ReducerTimer(ModuleTimer):
+    """Seconds in the backbone's token reducers (``input`` and ``blocks``)
+    and in the whole backbone (``backbone``); :attr:`fraction` is the share
+    of the reducers."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__(dict(backbone=backbone,
+                              input=backbone.input_reducer,
+                              blocks=backbone.block_reducer))
+
+    @property
+    def fraction(self) -> float:
+        spent = sum(s for name, s in self.seconds.items()
+                    if name != 'backbone')
+        return spent / self.seconds['backbone']
