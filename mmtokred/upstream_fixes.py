@@ -5,7 +5,6 @@ nothing when the upstream bug is absent. :func:`apply` runs them all; it is
 called on ``import mmtokred`` and is idempotent.
 """
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import pickle
@@ -69,61 +68,15 @@ def _install_drn_placeholder() -> None:
     sys.modules[name + '.drn'] = module
 
 
-# ---------------------------------------------------------------------------
-# 2. mmaction/utils/dependency.py imports the backport `importlib_metadata`,
-#    which the mmaction2 wheel does not declare. The standard library's
-#    importlib.metadata offers the two names it uses.
-# ---------------------------------------------------------------------------
-def _alias_importlib_metadata() -> None:
-    if importlib.util.find_spec('importlib_metadata') is None:
-        sys.modules['importlib_metadata'] = importlib.metadata
+# The install pins make two more upstream bugs absent, so no code here
+# works around them: setuptools < 81 keeps the `pkg_resources` that mmengine
+# 0.10 resolves `mmaction::` config bases through (pypa/setuptools#5007), and
+# `importlib-metadata` is installed for mmaction/utils/dependency.py, which
+# imports it without declaring it (setup.cfg, install_requires).
 
 
 # ---------------------------------------------------------------------------
-# 3. mmengine 0.10.x resolves `mmaction::` config bases through
-#    pkg_resources, which setuptools removed (pypa/setuptools#5007, released
-#    in setuptools 81). Without it, the same two lookups via importlib.metadata.
-# ---------------------------------------------------------------------------
-def _is_installed(package: str) -> bool:
-    try:
-        importlib.metadata.distribution(package)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        spec = importlib.util.find_spec(package)
-        return spec is not None and spec.origin is not None
-
-
-def _get_installed_path(package: str) -> str:
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise
-        return os.path.dirname(spec.origin)
-    top_level = (dist.read_text('top_level.txt') or package).split()[0]
-    for name in (package, top_level):
-        path = dist.locate_file(name)
-        if os.path.isdir(path):
-            return str(path)
-    spec = importlib.util.find_spec(top_level)
-    return os.path.dirname(spec.origin)
-
-
-def _replace_pkg_resources_lookups() -> None:
-    if importlib.util.find_spec('pkg_resources') is not None:
-        return
-    for module_name in ('mmengine.utils.package_utils', 'mmengine.utils',
-                        'mmengine.config.config', 'mmengine.hub.hub'):
-        module = importlib.import_module(module_name)
-        if hasattr(module, 'is_installed'):
-            module.is_installed = _is_installed
-        if hasattr(module, 'get_installed_path'):
-            module.get_installed_path = _get_installed_path
-
-
-# ---------------------------------------------------------------------------
-# 4. torch >= 2.6 loads with weights_only=True by default and mmengine never
+# 2. torch >= 2.6 loads with weights_only=True by default and mmengine never
 #    passes weights_only (open-mmlab/mmengine#1655, fix #1650 unmerged), so
 #    checkpoints written by the Runner (HistoryBuffer, numpy scalars in their
 #    meta) fail to load. Allow exactly those classes while mmengine loads a
@@ -232,7 +185,7 @@ def _patch_checkpoint_loader() -> None:
 
 
 # ---------------------------------------------------------------------------
-# 5. `--launcher pytorch` without CUDA: mmengine's init_dist calls
+# 3. `--launcher pytorch` without CUDA: mmengine's init_dist calls
 #    torch.cuda.set_device unconditionally and the Runner passes device_ids
 #    to DDP, which rejects them for CPU modules (mmengine/dist/utils.py
 #    _init_dist_pytorch and Runner.wrap_model; no upstream issue found).
@@ -265,7 +218,7 @@ def finish_distributed() -> None:
 
 
 # ---------------------------------------------------------------------------
-# 6. AccMetric converts scores to numpy, which has no bfloat16: testing under
+# 4. AccMetric converts scores to numpy, which has no bfloat16: testing under
 #    CPU autocast (bf16, `tools/test.py --amp`) fails with "Got unsupported
 #    ScalarType BFloat16" (mmaction/evaluation/metrics/acc_metric.py; no
 #    upstream issue found). Score in float32 what arrives in bfloat16.
@@ -296,9 +249,7 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    _alias_importlib_metadata()
     _install_drn_placeholder()
-    _replace_pkg_resources_lookups()
     _patch_checkpoint_loader()
     _patch_acc_metric_bfloat16()
     _applied = True
