@@ -7,6 +7,7 @@ from mmaction.registry import MODELS
 from torch import Tensor
 
 from ..ops import TokenState, joint_merge_prune
+from ..ops.checks import check_cosine
 from .reducers import AttentionInputs
 from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer
 
@@ -41,9 +42,7 @@ class JMP(ImportanceReducer):
                  importance: str = 'pooled_query',
                  seed: int = 0) -> None:
         super().__init__(blocks, r, importance, None, seed)
-        if not -1 <= threshold <= 1:
-            raise ValueError('JMP threshold is a cosine similarity in [-1, 1]'
-                             f', got {threshold}')
+        check_cosine('JMP threshold', threshold)
         self.threshold = threshold
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,

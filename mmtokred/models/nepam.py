@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from ..ops import (DISTANCES, POSITIONS, REPRESENTATIVES, TokenState,
                    neighbour_merge)
+from ..ops.checks import check_choice, check_window_fits
 from .reducers import InputReducer
 
 
@@ -63,9 +64,7 @@ class NEPAM(InputReducer):
                                      ('representative', representative,
                                       REPRESENTATIVES),
                                      ('position', position, POSITIONS)):
-            if value not in allowed:
-                raise ValueError(
-                    f'NEPAM {name} must be one of {allowed}, got {value!r}')
+            check_choice(f'NEPAM {name}', value, allowed)
         self.window = window
         self.may_pad = threshold is not None
         self.ratio = ratio
@@ -77,11 +76,7 @@ class NEPAM(InputReducer):
 
     def merged_windows(self, grid: Sequence[int]) -> Optional[int]:
         """Windows merged per clip on ``grid`` (None in threshold mode)."""
-        for name, size, limit in zip(('t', 'h', 'w'), self.window, grid):
-            if size > limit:
-                raise ValueError(
-                    f'NEPAM window {self.window} does not fit the token grid '
-                    f'{tuple(grid)}: its {name} must be <= {limit}')
+        check_window_fits('NEPAM window', self.window, grid)
         windows = 1
         for size, limit in zip(self.window, grid):
             windows *= limit // size

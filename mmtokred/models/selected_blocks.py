@@ -7,6 +7,7 @@ from torch import Tensor
 from ..ops import (KEEP_MEAN, activation_norm_importance,
                    attention_sharpness_importance, pooled_query_importance,
                    random_importance, received_attention_importance)
+from ..ops.checks import check_choice
 from .reducers import AttentionInputs, BlockReducer
 
 #: name -> score(x, attn, seed): ``(B, N)`` importances summing to 1. See
@@ -99,9 +100,8 @@ class ImportanceReducer(SelectedBlocksReducer):
         if importance not in IMPORTANCE:
             raise ValueError(f'{name} importance must be one of '
                              f'{tuple(IMPORTANCE)}, got {importance!r}')
-        if keep_mean is not None and keep_mean not in KEEP_MEAN:
-            raise ValueError(f'{name} keep_mean must be one of {KEEP_MEAN}, '
-                             f'got {keep_mean!r}')
+        if keep_mean is not None:
+            check_choice(f'{name} keep_mean', keep_mean, KEEP_MEAN)
         if not isinstance(seed, int):
             raise ValueError(f'{name} seed must be an integer, got {seed!r}')
         self.importance = importance

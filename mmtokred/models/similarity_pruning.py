@@ -6,6 +6,7 @@ from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from ..ops import TokenState, prune, similarity_prune_index
+from ..ops.checks import check_choice, check_cosine
 from .reducers import AttentionInputs, InputReducer
 from .selected_blocks import (EVERY_BLOCK, HALF_FLOPS,
                               SelectedBlocksReducer)
@@ -16,12 +17,9 @@ KEEP_MEAN = ('drop', 'nearest')
 
 
 def _check(name: str, threshold: Optional[float], keep_mean: str) -> None:
-    if threshold is not None and not -1 <= threshold <= 1:
-        raise ValueError(f'{name} threshold is a cosine similarity in '
-                         f'[-1, 1], got {threshold}')
-    if keep_mean not in KEEP_MEAN:
-        raise ValueError(f'{name} keep_mean must be one of {KEEP_MEAN}, got '
-                         f'{keep_mean!r}')
+    if threshold is not None:
+        check_cosine(f'{name} threshold', threshold)
+    check_choice(f'{name} keep_mean', keep_mean, KEEP_MEAN)
 
 
 @MODELS.register_module()

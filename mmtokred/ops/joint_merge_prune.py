@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check_cosine
 from .token_state import TokenState
 
 
@@ -82,9 +83,7 @@ def joint_merge_prune(x: Tensor, metric: Tensor, state: TokenState,
     n = x.shape[1]
     if not 0 <= r <= n // 2:
         raise ValueError(f'r must be in [0, {n // 2}] for {n} tokens, got {r}')
-    if not -1 <= threshold <= 1:
-        raise ValueError(f'threshold is a cosine similarity in [-1, 1], got '
-                         f'{threshold}')
+    check_cosine('threshold', threshold)
     batch = x.shape[0]
     positions = torch.arange(n, device=x.device).expand(batch, -1)
     a, b = positions[:, ::2], positions[:, 1::2]

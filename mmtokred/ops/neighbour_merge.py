@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check_choice, check_window_fits
 from .token_state import TokenState
 
 DISTANCES = ('l1', 'l2', 'cosine')
@@ -33,11 +34,7 @@ def window_members(grid: Sequence[int], window: Sequence[int],
     """``(M, V)`` flat grid indices of the members of the windows that tile
     the divisible part of the grid (member 0 is the reference). Shapes only,
     no data-dependent indexing: it traces into a compiled graph."""
-    for name, size, limit in zip(('t', 'h', 'w'), window, grid):
-        if not 1 <= size <= limit:
-            raise ValueError(
-                f'window {tuple(window)} does not fit the token grid '
-                f'{tuple(grid)}: its {name} must be in [1, {limit}]')
+    check_window_fits('window', window, grid)
     index = torch.arange(grid[0] * grid[1] * grid[2],
                          device=device).reshape(*grid)
     counts = [g // s for g, s in zip(grid, window)]
@@ -71,9 +68,7 @@ def window_scores(pixels: Tensor, members: Tensor, distance: str) -> Tensor:
         distance: 'l1' (mean absolute difference), 'l2' (mean squared
             difference) or 'cosine' (negative cosine similarity).
     """
-    if distance not in DISTANCES:
-        raise ValueError(
-            f'distance must be one of {DISTANCES}, got {distance!r}')
+    check_choice('distance', distance, DISTANCES)
     windows = pixels[:, members]  # (B, M, V, P)
     reference = windows[:, :, :1]
     if distance == 'l1':
@@ -137,12 +132,8 @@ def neighbour_merge(video: Tensor,
         Tokens ``(B, N, E)`` with position embedding, and their state (sizes
         count the tubelets each token stands for).
     """
-    if representative not in REPRESENTATIVES:
-        raise ValueError(f'representative must be one of {REPRESENTATIVES}, '
-                         f'got {representative!r}')
-    if position not in POSITIONS:
-        raise ValueError(
-            f'position must be one of {POSITIONS}, got {position!r}')
+    check_choice('representative', representative, REPRESENTATIVES)
+    check_choice('position', position, POSITIONS)
     tubelet = weight.shape[2:]
     pixels = tubelet_pixels(video, tubelet)
     grid = pixels.shape[1:4]

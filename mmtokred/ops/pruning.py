@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .checks import check_choice
 from .joint_merge_prune import merge_into_kept
 from .token_state import TokenState
 
@@ -57,9 +58,7 @@ def prune(x: Tensor,
     stands for no place. 'nearest' needs ``metric`` ``(B, N, D)``.
     """
     n = x.shape[1]
-    if keep_mean not in KEEP_MEAN:
-        raise ValueError(f'keep_mean must be one of {KEEP_MEAN}, got '
-                         f'{keep_mean!r}')
+    check_choice('keep_mean', keep_mean, KEEP_MEAN)
     low = 2 if keep_mean == 'fuse' and n > 1 else 1
     if not low <= keep <= n:
         raise ValueError(f'keep must be in [{low}, {n}] for {n} tokens with '

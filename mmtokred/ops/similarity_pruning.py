@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check_cosine
+
 
 def similarity_prune_index(features: Tensor, r: int,
                            threshold: Optional[float] = None
@@ -32,9 +34,8 @@ def similarity_prune_index(features: Tensor, r: int,
     batch, n, _ = features.shape
     if not 0 <= r < n:
         raise ValueError(f'r must be in [0, {n - 1}] for {n} tokens, got {r}')
-    if threshold is not None and not -1 <= threshold <= 1:
-        raise ValueError(f'threshold is a cosine similarity in [-1, 1], got '
-                         f'{threshold}')
+    if threshold is not None:
+        check_cosine('threshold', threshold)
     unit = F.normalize(features.float(), dim=-1)
     similarity = unit @ unit.transpose(1, 2)  # (B, N, N)
     redundancy = (similarity.sum(-1) - similarity.diagonal(
