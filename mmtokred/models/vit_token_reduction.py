@@ -52,9 +52,16 @@ class TokenReductionVisionTransformer(VisionTransformer):
             :mod:`mmtokred.models.reducers`. None keeps every token.
         *args, **kwargs: the arguments of mmaction's ``VisionTransformer``.
 
-    What a forward pass did with the tokens (how many entered each block,
-    their state, time in the reducers) is observed from outside, with the
-    forward hooks of :mod:`mmtokred.benchmark.observe`.
+    Attributes:
+        input_reducer (InputReducer | None): the ``input`` stage.
+        block_reducer (BlockReducer | None): the ``blocks`` stage (its
+            ``branch_counts()`` for adaptive reducers).
+        proportional_attention (bool), track_source (bool): the switches.
+
+    All four are set by :meth:`set_token_reduction`. What a forward pass did
+    with the tokens (how many entered each block, their state, time in the
+    reducers) is observed from outside, with the forward hooks of
+    :mod:`mmtokred.benchmark.observe`.
     """
 
     def __init__(self,
