@@ -149,14 +149,15 @@ def test_benchmark_in_bf16_reports_the_peak(tmp_path):
     config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
     result = run_tool([
         sys.executable, 'tools/benchmark.py', str(config), '--repeats', '1',
-        '--dtype', 'bf16', '--json', str(out)
+        '--dtype', 'bf16', '--stock-fp32', '--json', str(out)
     ])
     figures = json.loads(out.read_text())
     assert figures['dtype'] == 'bf16' and not figures['compile']
+    assert figures['stock_fp32'] and 'stock: fp32' in result.stdout
     assert figures['models']['ours']['tokens_per_block'] == [36] * 4
     for model in figures['models'].values():
         assert model['gflops_per_s'] > 0
-    # bf16 against stock in bf16: the same model, rounded alike.
+    # dense in bf16 against stock in fp32: the same model, rounded.
     assert figures['max_abs_diff_dense_vs_stock'] < 0.1
     if figures['peak'] is not None:  # Linux with /proc/cpuinfo
         assert figures['peak']['gflops'] > 0

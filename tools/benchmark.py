@@ -2,7 +2,8 @@
 
     python tools/benchmark.py configs/videomae_dense.py [--device cuda]
         [--batch-size 1] [--shape 16 224 224] [--repeats 3]
-        [--amp | --dtype fp32|bf16|fp16] [--compile] [--json result.json]
+        [--amp | --dtype fp32|bf16|fp16] [--compile] [--stock-fp32]
+        [--json result.json]
 """
 import argparse
 import json
@@ -34,6 +35,9 @@ def parse_args():
                         help='cast the weights and clips of every model')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the backbone of every model')
+    parser.add_argument('--stock-fp32', action='store_true',
+                        help='run stock as MMAction2 ships it (fp32, eager) '
+                        'while the others use --amp/--dtype/--compile')
     parser.add_argument('--json', help='also write the figures to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -46,7 +50,8 @@ def main():
                      cfg_options=args.cfg_options, device=args.device,
                      batch_size=args.batch_size, input_shape=args.shape,
                      warmup=args.warmup, repeats=args.repeats, amp=args.amp,
-                     dtype=args.dtype, compile=args.compile)
+                     dtype=args.dtype, compile=args.compile,
+                     stock_fp32=args.stock_fp32)
     print(format_table(result))
     if args.json:
         with open(args.json, 'w') as f:

@@ -2,7 +2,7 @@
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -59,7 +59,8 @@ def compare(config: str,
             repeats: int = 3,
             amp: bool = False,
             dtype: str = 'fp32',
-            compile: bool = False) -> Dict:
+            compile: bool = False,
+            stock_fp32: bool = False) -> Dict:
     """Benchmark ``config``'s model against stock MMAction2 (and against its
     own backbone with reduction off) on synthetic clips.
 
@@ -70,6 +71,8 @@ def compare(config: str,
         dtype: cast every model's weights and the clips (``DTYPES``).
         compile: ``torch.compile`` every model's backbone (after FLOPs and
             tokens are counted; the warm-up passes compile).
+        stock_fp32: run stock as MMAction2 ships it (fp32, eager) whatever
+            the others run in, so ``speedup_vs_stock`` is the whole gain.
 
     Returns:
         A dict with per-model figures under ``models``, the ratios
@@ -101,16 +104,22 @@ def compare(config: str,
     clip_shape = (1, backbone.get('in_channels', 3), *input_shape)
     inputs = torch.randn(batch_size, *clip_shape, generator=generator)
 
+    def setting(name: str) -> Tuple[str, bool, bool]:
+        """(dtype, amp, compile) of a model."""
+        if name == 'stock' and stock_fp32:
+            return 'fp32', False, False
+        return dtype, amp, compile
+
     forwards = {}
     for name, model in models.items():
-        prepare(model.to(dev), dtype)
-        forwards[name] = forward_fn(model, inputs.to(dev), amp)
+        prepare(model.to(dev), setting(name)[0])
+        forwards[name] = forward_fn(model, inputs.to(dev), setting(name)[1])
     outputs = {name: forward().float().cpu() for name, forward in
                forwards.items()}
     reference = 'dense' if 'dense' in models else 'ours'
     figures: Dict[str, Dict] = {name: {} for name in models}
     for name, model in models.items():
-        one_clip = forward_fn(model, inputs[:1].to(dev), amp)
+        one_clip = forward_fn(model, inputs[:1].to(dev), setting(name)[1])
         figures[name]['gflops_per_clip'] = count_gflops(one_clip)
         figures[name]['tokens_per_block'] = None
         if hasattr(model.backbone, 'block_reducer'):  # ours, not stock
@@ -120,8 +129,8 @@ def compare(config: str,
     overhead = _reduction_overhead(models['ours'], forwards['ours'], repeats)
     figures['ours']['branch_counts'] = _branch_counts(models['ours'],
                                                       forwards['ours'])
-    if compile:
-        for model in models.values():
+    for name, model in models.items():
+        if setting(name)[2]:
             prepare(model, dtype, compile=True)
 
     seconds = seconds_per_batch(forwards, warmup, repeats)
@@ -141,8 +150,9 @@ def compare(config: str,
                 figures[name].update(
                     peak_memory_fresh_process(
                         dict(config=str(config), cfg_options=cfg_options,
-                             variant=name, amp=amp, dtype=dtype,
-                             compile=compile,
+                             variant=name, amp=setting(name)[1],
+                             dtype=setting(name)[0],
+                             compile=setting(name)[2],
                              weights=str(Path(tmp) / 'weights.pth'),
                              inputs=str(Path(tmp) / 'inputs.pth'))))
 
@@ -157,6 +167,7 @@ def compare(config: str,
         amp=amp,
         dtype=dtype,
         compile=compile,
+        stock_fp32=stock_fp32,
         warmup=warmup,
         repeats=repeats,
         models=figures,
@@ -184,7 +195,9 @@ def format_table(result: Dict) -> str:
     lines = [
         f"{result['config']} on {result['device']}, input "
         f"{tuple(result['input_shape'])}, dtype={result['dtype']}, "
-        f"amp={result['amp']}, compile={result['compile']}", header,
+        f"amp={result['amp']}, compile={result['compile']}"
+        + (' (stock: fp32, eager)' if result.get('stock_fp32') else ''),
+        header,
         '-' * len(header)
     ]
     for name, fig in result['models'].items():
