@@ -66,6 +66,19 @@ def test_padding_bias_hides_padded_keys():
         torch.testing.assert_close(got[:, :, :7], expected)
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('tokens', [30, 300])  # one block of queries, three
+def test_cpu_half_precision_attention_runs_in_query_blocks(dtype, tokens):
+    q, k, v = torch.randn(3, 2, 4, tokens, 32).unbind(0)
+    size = torch.randint(0, 4, (2, tokens, 1)).float()  # 0: padding
+    bias = TokenState(size=size, padded=True).key_bias(True, dtype)
+    expected = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias.float()[:, None, None, :], scale=0.2)
+    got = attention(q.to(dtype), k.to(dtype), v.to(dtype), 0.2, bias)
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.02)
+
+
 def test_no_bias_without_sizes_or_padding():
     assert TokenState().key_bias(True, torch.float32) is None
     assert TokenState(size=torch.ones(1, 3, 1)).key_bias(

@@ -137,8 +137,10 @@ def compare(config: str,
     for name, value in seconds.items():
         figures[name]['seconds_per_batch'] = value
         figures[name]['clips_per_s'] = batch_size / value
-        figures[name]['gflops_per_s'] = (figures[name]['gflops_per_clip'] *
-                                         batch_size / value)
+        # GFLOPs per clip count multiply-accumulates (the model zoo's
+        # convention); a machine's peak counts 2 FLOPs per multiply-add.
+        figures[name]['gflops_per_s'] = (2 * figures[name]['gflops_per_clip']
+                                         * batch_size / value)
     if dev.type == 'cuda':
         for name, forward in forwards.items():
             figures[name].update(peak_memory(forward, dev))
@@ -189,7 +191,7 @@ def compare(config: str,
 
 def format_table(result: Dict) -> str:
     """The figures of :func:`compare` as a plain-text table."""
-    header = (f"{'model':<6} {'clips/s':>9} {'s/batch':>9} {'GFLOPs':>9} "
+    header = (f"{'model':<6} {'clips/s':>9} {'s/batch':>9} {'GMACs':>9} "
               f"{'GFLOP/s':>9} {'peak MiB':>9} {'total MiB':>10}  "
               'tokens per block')
     lines = [
