@@ -28,7 +28,8 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float,
     """``softmax(scale * q k^T + key_bias) v`` as matrix products over
     blocks of ``QUERY_BLOCK`` queries (the softmax is computed in fp32 inside
     torch's kernel and rounded once)."""
-    keys = k.transpose(-2, -1)
+    # Contiguous once, not copied again by every block's matrix product.
+    keys, v = k.transpose(-2, -1).contiguous(), v.contiguous()
     bias = None if key_bias is None else key_bias.to(q.dtype)[:, None,
                                                               None, :]
     blocks = []
