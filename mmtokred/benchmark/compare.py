@@ -9,8 +9,8 @@ from mmengine.config import Config
 from torch import nn
 
 from .flops import count_gflops
-from .forward import (DTYPES, device_name, forward_fn, prepare,
-                      seconds_per_batch)
+from .forward import (DTYPES, autocast_dtype, device_name, forward_fn,
+                      prepare, seconds_per_batch)
 from .memory import peak_memory, peak_memory_fresh_process
 from .observe import ReducerTimer, TokenRecorder
 from .peak import cpu_peak
@@ -160,8 +160,7 @@ def compare(config: str,
 
     ours, stock = figures['ours'], figures['stock']
     dense = figures.get('dense', ours)
-    math_dtype = DTYPES[dtype] if not amp else (
-        torch.float16 if dev.type == 'cuda' else torch.bfloat16)
+    math_dtype = autocast_dtype(dev.type) if amp else DTYPES[dtype]
     return dict(
         config=str(config),
         device=device_name(dev),

@@ -26,6 +26,11 @@ def prepare(model: nn.Module, dtype: str = 'fp32',
     return model
 
 
+def autocast_dtype(device_type: str) -> torch.dtype:
+    """What ``amp`` computes in: fp16 on GPU, bf16 on CPU."""
+    return torch.float16 if device_type == 'cuda' else torch.bfloat16
+
+
 def forward_fn(model: nn.Module, inputs: Tensor,
                amp: bool) -> Callable[[], Tensor]:
     """The measured work: the recogniser's backbone and head on ``inputs``
@@ -33,7 +38,7 @@ def forward_fn(model: nn.Module, inputs: Tensor,
     loading or preprocessing; ``amp``: under autocast (fp16 on GPU, bf16 on
     CPU)."""
     device_type = inputs.device.type
-    dtype = torch.float16 if device_type == 'cuda' else torch.bfloat16
+    dtype = autocast_dtype(device_type)
     inputs = inputs.to(next(model.parameters()).dtype)
 
     def forward() -> Tensor:
