@@ -2,7 +2,7 @@
 # the reference that every reduced config is compared with.
 _base_ = 'mmaction::recognition/videomae/vit-base-p16_videomae-k400-pre_16x4x1_kinetics-400.py'  # noqa: E501
 
-custom_imports = dict(imports=['mmtokred'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmtokred.plugin'], allow_failed_imports=False)
 
 model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
 

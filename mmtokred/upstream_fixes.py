@@ -2,7 +2,9 @@
 
 Every workaround of the project lives here, cites the upstream issue, and does
 nothing when the upstream bug is absent. :func:`apply` runs them all; it is
-called on ``import mmtokred`` and is idempotent.
+called on ``import mmtokred.plugin`` and is idempotent. ``import
+mmtokred.models`` runs only :func:`make_mmaction_importable`, without which
+mmaction's models cannot be imported at all.
 """
 import importlib
 import importlib.util
@@ -45,7 +47,8 @@ def drn_is_missing() -> bool:
     return not (drn / 'drn.py').exists()
 
 
-def _install_drn_placeholder() -> None:
+def make_mmaction_importable() -> None:
+    """Stand in for the DRN package the wheel lacks, if it lacks it."""
     name = 'mmaction.models.localizers.drn'
     if name in sys.modules or not drn_is_missing():
         return
@@ -249,7 +252,7 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    _install_drn_placeholder()
+    make_mmaction_importable()
     _patch_checkpoint_loader()
     _patch_acc_metric_bfloat16()
     _applied = True

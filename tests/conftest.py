@@ -8,7 +8,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmaction.utils import register_all_modules
 from mmtokred.data import write_video_dataset
 

@@ -106,7 +106,7 @@ def test_official_configs_parse():
         cfg = Config.fromfile(path)
         assert cfg.model.backbone.type == 'TokenReductionVisionTransformer'
         assert cfg.load_from.startswith('https://download.openmmlab.com/')
-        assert cfg.custom_imports['imports'] == ['mmtokred']
+        assert cfg.custom_imports['imports'] == ['mmtokred.plugin']
 
 
 def test_benchmark_tool_writes_json(tmp_path):

@@ -20,10 +20,28 @@ def python(code: str) -> str:
     return result.stdout.strip()
 
 
-def test_mmaction_models_import_after_mmtokred():
-    out = python('import mmtokred, mmaction.models, sys; '
+def test_mmaction_models_import_after_mmtokred_models():
+    out = python('import mmtokred.models, mmaction.models, sys; '
                  "print('mmaction.models.localizers.drn' in sys.modules)")
     assert out == str(upstream_fixes.drn_is_missing())
+
+
+PATCHES = ('from mmengine.runner.checkpoint import CheckpointLoader as C; '
+           'from mmaction.evaluation.metrics import AccMetric as A; '
+           "print(hasattr(C.load_checkpoint, '_mmtokred_safe'), "
+           "hasattr(A.process, '_mmtokred_bf16'))")
+
+
+def test_importing_ops_loads_no_openmmlab():
+    out = python('import sys, mmtokred.ops; '
+                 "print(sorted({m.split('.')[0] for m in sys.modules "
+                 "if m.startswith(('mmaction', 'mmengine', 'mmcv'))}))")
+    assert out == '[]'
+
+
+def test_only_the_plugin_patches_the_upstream_stack():
+    assert python('import mmtokred.models; ' + PATCHES) == 'False False'
+    assert python('import mmtokred.plugin; ' + PATCHES) == 'True True'
 
 
 def test_drn_detection(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import json
 
 from mmengine.config import DictAction
 
-import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.compare import compare, format_table
 from mmtokred.benchmark.forward import DTYPES
 

@@ -6,7 +6,7 @@
 import argparse
 import json
 
-import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.threshold import compare_padding
 
 

@@ -27,7 +27,7 @@ from mmengine.config import Config, DictAction
 from mmengine.dist import get_dist_info, init_dist, is_distributed
 from mmengine.registry import init_default_scope
 
-from mmtokred import upstream_fixes  # also registers mmtokred's modules
+from mmtokred import plugin, upstream_fixes  # noqa: F401  (plugin registers)
 from mmtokred.calibration import (METHODS, SPLITS, CalibrationClips,
                                   Calibrator, SearchSpace, calibrated_config,
                                   format_candidates)

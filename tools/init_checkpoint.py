@@ -10,7 +10,7 @@ import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
-import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 
 
 def main():

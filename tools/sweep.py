@@ -18,9 +18,9 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
-from mmtokred.benchmark.sweep import (METHODS, format_table, plot_pareto, sweep,
-                            write_table)
+import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
+from mmtokred.benchmark.sweep import (METHODS, format_table, plot_pareto,
+                                      sweep, write_table)
 
 
 def main():

@@ -11,7 +11,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmtokred import upstream_fixes  # also registers mmtokred's modules
+from mmtokred import plugin, upstream_fixes  # noqa: F401  (plugin registers)
 
 
 def parse_args():

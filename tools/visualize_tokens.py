@@ -22,7 +22,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 from PIL import Image
 
-import mmtokred  # noqa: F401  (applies upstream fixes, registers modules)
+import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.observe import TokenRecorder
 from mmtokred.visualization import render_animation, render_grid, token_map
 

@@ -2,7 +2,7 @@
 # through mmtokred's backbone, no reduction.
 _base_ = 'mmaction::recognition/videomaev2/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400.py'  # noqa: E501
 
-custom_imports = dict(imports=['mmtokred'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmtokred.plugin'], allow_failed_imports=False)
 
 model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
 

@@ -70,7 +70,7 @@ def peak_memory_fresh_process(spec: Dict) -> Dict[str, float]:
 
 
 def _probe(spec: Dict) -> Dict[str, float]:
-    import mmtokred  # noqa: F401  (registers modules, applies fixes)
+    import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
     from mmengine.config import Config
 
     from .variants import build_variant

@@ -1,0 +1,13 @@
+"""MMAction2 entry point: ``custom_imports=dict(imports=["mmtokred.plugin"])``.
+
+Importing it applies every workaround of :mod:`mmtokred.upstream_fixes` whose
+upstream bug is present (the one place that lists them) and registers the
+backbone and reducers of :mod:`mmtokred.models` in mmaction's registries.
+"""
+from . import upstream_fixes
+
+upstream_fixes.apply()
+
+from .models import TokenReductionVisionTransformer  # noqa: E402
+
+__all__ = ['TokenReductionVisionTransformer']
