@@ -2,12 +2,14 @@
 
 Importing it applies every workaround of :mod:`mmtokred.upstream_fixes` whose
 upstream bug is present (the one place that lists them) and registers the
-backbone and reducers of :mod:`mmtokred.models` in mmaction's registries.
+backbone and reducers of :mod:`mmtokred.models`, and the checked dataset and
+hook of :mod:`mmtokred.data.checks`, in mmaction's registries.
 """
 from . import upstream_fixes
 
 upstream_fixes.apply()
 
 from .models import TokenReductionVisionTransformer  # noqa: E402
+from .data import checks  # noqa: E402,F401  (registers the data checks)
 
 __all__ = ['TokenReductionVisionTransformer']

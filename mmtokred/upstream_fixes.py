@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import os
 import pickle
+import re
 import sys
 import types
 import urllib.error
@@ -49,6 +50,7 @@ def drn_is_missing() -> bool:
 
 def make_mmaction_importable() -> None:
     """Stand in for the DRN package the wheel lacks, if it lacks it."""
+    silence_known_upstream_warnings()
     name = 'mmaction.models.localizers.drn'
     if name in sys.modules or not drn_is_missing():
         return
@@ -119,6 +121,40 @@ def runner_checkpoint_globals() -> List[object]:
     ]
 
 
+#: Modules whose classes run code or touch files and processes when called,
+#: as unpickling calls what it names (``subprocess.Popen(...)``,
+#: ``io.FileIO(path, 'w')``): never allowed, even when named.
+UNSAFE_MODULES = frozenset({
+    'builtins', 'os', 'posix', 'nt', 'subprocess', 'sys', 'io', 'shutil',
+    'importlib', 'runpy', 'pty', 'socket', 'ctypes', 'code', 'codeop',
+    'multiprocessing', 'pickle', 'marshal', 'types', 'tempfile', 'pathlib',
+    'webbrowser', 'functools', 'operator'
+})
+
+
+def resolve_global(name: str) -> object:
+    """The object ``module.attr`` names (ImportError, AttributeError or
+    ValueError where there is none)."""
+    module_name, _, attr = name.rpartition('.')
+    if not module_name:
+        raise ValueError('no module given')
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def unsafe_global_reason(name: str, obj: object) -> Optional[str]:
+    """Why a checkpoint must not be allowed to call ``obj`` (named
+    ``name``); None for a class of a module that is not unsafe."""
+    if not isinstance(obj, type):
+        return (f'{name} is a {type(obj).__name__}, not a class: a '
+                'checkpoint that names it asks to run it while loading')
+    root = (getattr(obj, '__module__', None) or name).split('.')[0]
+    if root in UNSAFE_MODULES or name.split('.')[0] in UNSAFE_MODULES:
+        return (f'{name} is a class of the module {root}, whose classes run '
+                'code or touch files and processes when a checkpoint calls '
+                'them')
+    return None
+
+
 def _extra_safe_globals() -> List[object]:
     names = [
         name.strip()
@@ -127,13 +163,18 @@ def _extra_safe_globals() -> List[object]:
     ]
     extra = []
     for name in names:
-        module_name, _, attr = name.rpartition('.')
         try:
-            extra.append(getattr(importlib.import_module(module_name), attr))
+            obj = resolve_global(name)
         except (ImportError, AttributeError, ValueError) as error:
             raise ValueError(
                 f'{EXTRA_SAFE_GLOBALS_ENV} names {name!r}, which cannot be '
                 f'imported: expected module.Class ({error})') from error
+        reason = unsafe_global_reason(name, obj)
+        if reason is not None:
+            raise ValueError(f'{EXTRA_SAFE_GLOBALS_ENV} names {name!r}, '
+                             f'which is refused: {reason}. Only data classes '
+                             'may be allowed.')
+        extra.append(obj)
     return extra
 
 
@@ -145,15 +186,45 @@ def safe_checkpoint_globals() -> Iterator[None]:
         yield
 
 
+def _refused_global(error: Exception) -> Optional[str]:
+    """The ``module.attr`` that torch's safe unpickler refused, if named."""
+    match = re.search(r'GLOBAL ([\w.]+)', str(error))
+    if match is None:
+        return None
+    # torch names builtins without their module ("GLOBAL eval").
+    name = match.group(1)
+    return name if '.' in name else f'builtins.{name}'
+
+
 def _explain_load_failure(filename: str, error: Exception) -> Exception:
     if isinstance(error, pickle.UnpicklingError):
+        name = _refused_global(error)
+        module = None if name is None else name.rpartition('.')[0]
+        if name is None:
+            reason = None
+        elif name.split('.')[0] in UNSAFE_MODULES:
+            reason = f'{name} belongs to the module {module}, never allowed'
+        elif module in sys.modules:  # never import what a file names
+            obj = getattr(sys.modules[module], name.rpartition('.')[2], None)
+            reason = unsafe_global_reason(name, obj)
+        else:
+            reason = None  # unknown until imported: a class, maybe
+        known_class = reason is None and module in sys.modules
+        if name is None or reason is not None:
+            return pickle.UnpicklingError(
+                f'Refusing to load the checkpoint {filename}: it names '
+                f'{name or "an object"} that safe loading does not allow '
+                f'({reason or error}). Checkpoints of mmaction2 and '
+                'mmengine\'s Runner never do; do not load this file unless '
+                'you know what wrote it.')
         return pickle.UnpicklingError(
-            f'Checkpoint {filename} holds a class that safe loading does not '
-            'allow (mmtokred allows only what mmengine\'s Runner writes). If '
-            'you trust this file, allow the class named below with '
-            f'`export {EXTRA_SAFE_GLOBALS_ENV}=module.Class[,module.Class]` '
-            'or with `torch.serialization.add_safe_globals([...])` before '
-            f'loading. Details: {error}')
+            f'Checkpoint {filename} holds '
+            f'{"the class " if known_class else ""}{name}, which safe '
+            'loading does not allow (mmtokred allows only what mmengine\'s '
+            f'Runner writes). If {"" if known_class else "it is a class and "}'
+            'you trust this file, allow it for mmtokred\'s loads with '
+            f'`export {EXTRA_SAFE_GLOBALS_ENV}={name}` (comma separated for '
+            'more; only classes are accepted).')
     if filename.startswith(('http://', 'https://')) and isinstance(
             error, (urllib.error.URLError, OSError)):
         return RuntimeError(
@@ -242,6 +313,38 @@ def _patch_acc_metric_bfloat16() -> None:
 
     process._mmtokred_bf16 = True
     AccMetric.process = process
+
+
+# ---------------------------------------------------------------------------
+# 5. Two harmless warnings of the pinned stack, printed by every tool:
+#    - mmcv-lite 2.1.0, mmcv/cnn/bricks/transformer.py line 33, warns "Fail to
+#      import ``MultiScaleDeformableAttention``..." whenever mmaction.models
+#      imports mmcv.cnn.bricks.transformer (mmaction/models/common/
+#      transformer.py); mmcv-lite has no compiled ops by design and nothing
+#      here uses that module (open-mmlab/mmcv#1975).
+#    - setuptools < 81, pkg_resources/__init__.py, warns "pkg_resources is
+#      deprecated as an API..." each time mmengine 0.10's is_installed
+#      (mmengine/utils/package_utils.py) imports and reloads pkg_resources,
+#      which Config.fromfile does for every `mmaction::` base; the pin is
+#      what keeps pkg_resources (pypa/setuptools#5007; mmengine moves to
+#      importlib.metadata in open-mmlab/mmengine#1676, after 0.10.7).
+#    Ignore exactly these two messages from exactly those modules (the
+#    importer of pkg_resources, or importlib for its reload); every other
+#    warning, of these modules too, still shows.
+# ---------------------------------------------------------------------------
+def silence_known_upstream_warnings() -> None:
+    """Filter the two warnings above, and nothing else (idempotent)."""
+    import re
+    import warnings
+    for message, module in (
+        ('Fail to import ``MultiScaleDeformableAttention`` from '
+         '``mmcv.ops.multi_scale_deform_attn``, You should install ``mmcv`` '
+         'rather than ``mmcv-lite``', r'mmcv\.cnn\.bricks\.transformer\Z'),
+        ('pkg_resources is deprecated as an API.',
+         r'(mmengine\.utils\.package_utils|importlib)\Z'),
+    ):
+        warnings.filterwarnings('ignore', message=re.escape(message),
+                                category=UserWarning, module=module)
 
 
 _applied = False

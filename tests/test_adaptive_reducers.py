@@ -279,7 +279,8 @@ def test_branch_counts_are_recorded():
 
 @pytest.mark.parametrize('reduction, field', [
     (dict(blocks=dict(type='PPT', blocks=(1, 9), r=3)), r'blocks \[9\]'),
-    (dict(blocks=dict(type='PPT', blocks=(1, 2), r=(3, ))), 'r must be'),
+    (dict(blocks=dict(type='PPT', blocks=(1, 2), r=(3, ))),
+     'PPT r lists one count per block'),
     (dict(blocks=dict(type='PPT', threshold=-1.)), 'threshold'),
     (dict(blocks=dict(type='PPT', blocks=(1, ), r=3, importance='cls')),
      'importance'),

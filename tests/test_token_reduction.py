@@ -1,4 +1,6 @@
 """NEPAM and ToMe in the backbone."""
+import warnings
+
 import pytest
 import torch
 from mmaction.registry import MODELS
@@ -54,7 +56,7 @@ def test_reduction_off_equals_dense_exactly(reduction):
 @pytest.mark.parametrize('reduction, tokens', [
     (dict(input=NEPAM), [36, 36, 36]),
     (dict(blocks=TOME), [64, 54, 44]),
-    (dict(input=NEPAM, blocks=TOME), [36, 26, 16]),
+    (dict(input=NEPAM, blocks=dict(TOME, r=8)), [36, 28, 20]),
     (dict(blocks=dict(TOME, r=[20, 5, 0])), [64, 44, 39]),
     (dict(blocks=dict(TOME, r=10, schedule='decreasing')), [64, 44, 34]),
 ])
@@ -73,7 +75,7 @@ def test_tokens_per_block_and_sizes(reduction, tokens):
 @pytest.mark.parametrize('reduction', [
     dict(input=NEPAM),
     dict(blocks=TOME),
-    dict(input=NEPAM, blocks=TOME, proportional_attention=True),
+    dict(input=NEPAM, blocks=dict(TOME, r=8), proportional_attention=True),
     dict(input=dict(NEPAM, ratio=None, threshold=0.6), blocks=TOME),
 ])
 def test_batch_invariant_and_deterministic(reduction):
@@ -108,7 +110,7 @@ def test_proportional_attention_changes_merged_outputs_only():
 
 
 def test_reduction_times_are_recorded_and_hooks_removed():
-    model = build(dict(input=NEPAM, blocks=TOME))
+    model = build(dict(input=NEPAM, blocks=dict(TOME, r=8)))
     with ReducerTimer(model) as timer:
         run(model, clips())
     assert timer.seconds['input'] > 0 and timer.seconds['blocks'] > 0
@@ -140,10 +142,46 @@ def test_bad_budgets_raise_at_build(reducer, field):
     (dict(NEPAM, window=(5, 1, 1)), 'window'),
     (dict(NEPAM, ratio=None, num_windows=9), 'num_windows=9'),
 ])
-def test_budgets_the_grid_cannot_serve_raise(reducer, field):
-    model = build(dict(input=reducer))
+def test_budgets_the_grid_cannot_serve_raise_at_build(reducer, field):
     with pytest.raises(ValueError, match=field):
-        run(model, clips())
+        build(dict(input=reducer))
+
+
+def test_budgets_other_clip_sizes_cannot_serve_raise_at_forward():
+    model = build(dict(input=dict(NEPAM, window=(2, 4, 4))))  # fits 64 px
+    with pytest.raises(ValueError, match=r'window \(2, 4, 4\)'):
+        run(model, clips()[..., :32, :32])
+
+
+@pytest.mark.parametrize('blocks, field', [
+    (dict(TOME, r=10**6), 'ToMe .*block 0 sees 64 tokens.*not 1000000'),
+    (dict(TOME, r=4, protected=100), 'can remove 0, not 4'),
+    (dict(type='PPT', blocks=[1], r=1000), 'block 1 sees 64 .*not 1000'),
+    (dict(type='JMP', blocks=[1], r=63), 'can remove 62, not 63'),
+    (dict(type='SimilarityPruning', blocks=[2], r=64), 'remove 63, not 64'),
+    (dict(type='TokenPruning', blocks=[1], r=63, keep_mean='fuse'),
+     'can remove 62, not 63'),
+])
+def test_budgets_the_blocks_cannot_spend_raise_at_build(blocks, field):
+    with pytest.raises(ValueError, match='token_reduction.blocks: .*' + field):
+        build(dict(blocks=blocks))
+
+
+def test_budget_capped_on_other_clip_sizes_is_warned_once():
+    model = build(dict(blocks=dict(TOME, r=12)))  # 64 tokens: spendable
+    small = clips()[..., :32, :32]  # 16 tokens
+    with pytest.warns(UserWarning, match='grid \\(4, 2, 2\\).*block 0 sees '
+                      '16 tokens and can remove 8, not 12'):
+        run(model, small)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        run(model, small)
+    assert list(model.capped_budgets) == [(4, 2, 2)]
+
+
+def test_empty_batch_is_refused_clearly():
+    with pytest.raises(ValueError, match='B >= 1'):
+        run(build(dict(input=NEPAM)), clips()[:0])
 
 
 def test_feat_map_with_reduction_is_refused():

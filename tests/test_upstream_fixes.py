@@ -136,7 +136,9 @@ def test_unknown_class_fails_clearly_and_opt_in_works(tmp_path, monkeypatch):
     path = tmp_path / 'odd.pth'
     torch.save(dict(state_dict={}, meta=dict(odd=Untrusted())), path)
     with pytest.raises(pickle.UnpicklingError,
-                       match=upstream_fixes.EXTRA_SAFE_GLOBALS_ENV):
+                       match=f'the class {__name__}.Untrusted.*export '
+                       f'{upstream_fixes.EXTRA_SAFE_GLOBALS_ENV}='
+                       f'{__name__}.Untrusted'):
         load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
     monkeypatch.setenv(upstream_fixes.EXTRA_SAFE_GLOBALS_ENV,
                        f'{__name__}.Untrusted')
@@ -144,6 +146,75 @@ def test_unknown_class_fails_clearly_and_opt_in_works(tmp_path, monkeypatch):
     # The opt-in lasted for that load only: safe loading is still global.
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
+
+
+MARKER_NAME = 'payload_ran'
+
+
+class RunsSystem:
+    """Unpickled, it would run a shell command that writes the marker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f'touch {self.marker}', )
+
+
+class RunsEval(RunsSystem):
+
+    def __reduce__(self):
+        return eval, (f'open({str(self.marker)!r}, "w")', )
+
+
+class WritesThroughGetattr(RunsSystem):
+    """Pickles as getattr(array, 'tofile')(marker): a file write through a
+    getattr of an allowed class (ndarray)."""
+
+    def __reduce__(self):
+        import numpy as np
+        return np.arange(3).tofile, (str(self.marker), )
+
+
+def write_payload(path: Path, payload, kind: str) -> None:
+    state = dict(state_dict={}, meta=dict(odd=payload))
+    if kind == 'zip':
+        torch.save(state, path)
+    elif kind == 'legacy':
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+    else:  # a bare pickle, as torch.load's legacy path reads it first
+        path.write_bytes(pickle.dumps(state))
+
+
+@pytest.mark.parametrize('kind', ['zip', 'legacy', 'raw'])
+@pytest.mark.parametrize('payload', [RunsSystem, RunsEval,
+                                     WritesThroughGetattr])
+def test_malicious_checkpoints_never_run(tmp_path, kind, payload):
+    marker = tmp_path / MARKER_NAME
+    path = tmp_path / 'evil.pth'
+    write_payload(path, payload(marker), kind)
+    with pytest.raises((pickle.UnpicklingError, RuntimeError)) as error:
+        load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
+    assert not marker.exists()
+    if isinstance(error.value, pickle.UnpicklingError) and kind != 'raw':
+        message = str(error.value)
+        assert 'refusing' in message.lower()
+        assert upstream_fixes.EXTRA_SAFE_GLOBALS_ENV not in message
+
+
+@pytest.mark.parametrize('name', [
+    'builtins.eval', 'builtins.exec', 'os.system', 'builtins.getattr',
+    'subprocess.Popen', 'subprocess.run', 'io.FileIO'])
+def test_opt_in_refuses_functions_and_unsafe_classes(tmp_path, monkeypatch,
+                                                     name):
+    marker = tmp_path / MARKER_NAME
+    path = tmp_path / 'evil.pth'
+    write_payload(path, RunsEval(marker), 'zip')
+    monkeypatch.setenv(upstream_fixes.EXTRA_SAFE_GLOBALS_ENV, name)
+    with pytest.raises(ValueError, match=f'{name}.*refused'):
+        load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
+    assert not marker.exists()
 
 
 def test_bad_opt_in_name_is_reported(monkeypatch, tmp_path):

@@ -12,6 +12,11 @@ trained models: figures are printed as ``a / b``), and writes
 WORK_DIR/sweep.csv, sweep.json and sweep.png (top-1 against FLOPs and
 measured speedup, and object retention against FLOPs). Works the same on
 Kinetics with an official checkpoint as on the generated proxy.
+
+The speedup is timed with every point and dense taking turns in each of
+--repeats passes (as tools/benchmark.py times); a point whose passes spread
+by more than 20% of their median is marked noisy: ``*`` after its speed in
+the table, ``noisy`` and ``speed_spread`` in the CSV and JSON.
 """
 import argparse
 from pathlib import Path
@@ -41,7 +46,9 @@ def main():
                         'checkpoint')
     parser.add_argument('--work-dir', default='work_dirs/sweep')
     parser.add_argument('--repeats', type=int, default=3,
-                        help='timed passes per point for the speedup')
+                        help='timed passes per point for the speedup, '
+                        'the points taking turns (>= 2 to tell whether a '
+                        'point is noisy)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args()

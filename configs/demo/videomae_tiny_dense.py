@@ -28,6 +28,7 @@ test_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
+        num_classes=4,
         ann_file=data_root + '/annotations.txt',
         data_prefix=dict(video=data_root + '/videos'),
         pipeline=test_pipeline))

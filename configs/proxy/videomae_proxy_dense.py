@@ -49,7 +49,8 @@ train_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type='VideoDataset',
+        type='CheckedVideoDataset',
+        num_classes=num_classes,
         ann_file=f'{data_root}/train.txt',
         data_prefix=dict(video=f'{data_root}/videos'),
         pipeline=train_pipeline))
@@ -59,7 +60,8 @@ val_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='VideoDataset',
+        type='CheckedVideoDataset',
+        num_classes=num_classes,
         ann_file=f'{data_root}/val.txt',
         data_prefix=dict(video=f'{data_root}/videos'),
         pipeline=test_pipeline,
@@ -69,6 +71,7 @@ test_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     dataset=dict(
+        num_classes=num_classes,
         ann_file=f'{data_root}/test.txt',
         data_prefix=dict(video=f'{data_root}/videos'),
         pipeline=test_pipeline))

@@ -17,11 +17,17 @@ the branches adaptive reducers took, PPT's statistic, and the object
 retention: the share of actor tubelets (the ``{list}_actor.npy`` masks of
 the generated proxy, where present) still held by some token after the last
 block, read from the source map.
+
+The speedup is timed as the benchmark times it (``forward.seconds_per_batch``,
+as ``compare`` uses it): every point and dense take turns in each repetition,
+so a noisy neighbour slows them alike; a point whose timed passes spread by
+more than ``NOISY_SPREAD`` of their median is marked noisy.
 """
 import ast
 import copy
 import csv
 import json
+import statistics
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
@@ -51,6 +57,9 @@ COMPARE_TARGETS = (0.5, )
 #: the dense predictions (docs/proxy_results.md); the first stage of the
 #: combined methods.
 NEPAM_DEFAULT = dict(type='NEPAM', window=(1, 2, 2), ratio=0.1)
+#: A point whose timed passes spread (``(max - min) / median``) by more than
+#: this is marked noisy: its speedup is not to be trusted.
+NOISY_SPREAD = 0.2
 
 
 class Grid(NamedTuple):
@@ -67,11 +76,12 @@ class Method(NamedTuple):
 
 def stage_counts(tokens: int, stages: int, removed: float) -> List[int]:
     """Tokens to remove at each of ``stages`` steps so that ``removed`` of
-    ``tokens`` is gone, the same fraction at each step."""
+    ``tokens`` is gone, the same fraction at each step; at most all but two
+    tokens at a step (what every in-block reducer can remove)."""
     per_stage = (1 - removed)**(1 / stages)
     counts, n = [], tokens
     for _ in range(stages):
-        count = int(round(n * (1 - per_stage)))
+        count = min(int(round(n * (1 - per_stage))), max(n - 2, 0))
         counts.append(count)
         n -= count
     return counts
@@ -89,9 +99,14 @@ def _nepam(window: Optional[tuple] = None) -> Callable:
 
 
 def _tome(knob: float, grid: Grid) -> Dict:
-    # r per block up to half the tokens (ToMe caps each block there): a
-    # constant r of tokens / depth would never go below half the FLOPs.
-    return dict(blocks=dict(type='ToMe', r=int(knob * grid.tokens / 2)))
+    # r per block up to half the tokens, each block merging what it can (at
+    # most half of its tokens): a constant r of tokens / depth would never
+    # go below half the FLOPs.
+    r, n, counts = int(knob * grid.tokens / 2), grid.tokens, []
+    for _ in range(grid.depth):
+        counts.append(min(r, n // 2))
+        n -= counts[-1]
+    return dict(blocks=dict(type='ToMe', r=counts))
 
 
 def _in_blocks(kind: str, placement: Callable = every_block,
@@ -218,6 +233,27 @@ def model_grid(cfg: Config) -> Grid:
     return Grid(frames * size * size, backbone.get('depth', 12))
 
 
+def interleaved_times(forwards: Dict[str, Callable], warmup: int,
+                      repeats: int) -> Dict[str, List[float]]:
+    """Each forward's wall time in every repetition, the forwards taking
+    turns: one turn of :func:`forward.seconds_per_batch` (the benchmark's
+    timing) per repetition, so each turn's time is kept."""
+    times: Dict[str, List[float]] = {name: [] for name in forwards}
+    for turn in range(repeats):
+        seconds = seconds_per_batch(forwards, warmup if turn == 0 else 0, 1)
+        for name, value in seconds.items():
+            times[name].append(value)
+    return times
+
+
+def spread(times: Sequence[float]) -> Optional[float]:
+    """``(max - min) / median`` of repeated timings; None for fewer than
+    two (nothing to compare)."""
+    if len(times) < 2:
+        return None
+    return (max(times) - min(times)) / statistics.median(times)
+
+
 class Costs:
     """FLOPs (counted) and speed (measured) of token reductions on one model
     with random weights: neither depends on the weights."""
@@ -255,9 +291,19 @@ class Costs:
         return high
 
     def speedups(self, reductions: Dict[str, Optional[Dict]],
-                 repeats: int) -> Dict[str, float]:
+                 repeats: int) -> Dict[str, Dict[str, Optional[float]]]:
         """Speed against dense, batches of 8 views, the points taking
-        turns."""
+        turns (:func:`interleaved_times`): per name, ``speedup`` (median
+        time of dense over the point's) and ``spread`` of the point's timed
+        passes (:func:`spread`). Dense is the entry whose reduction is None
+        (timed once, so its speedup is 1), added as ``'dense'`` if none
+        is."""
+        reductions = dict(reductions)
+        dense = next((name for name, r in reductions.items() if r is None),
+                     None)
+        if dense is None:
+            dense = 'dense'
+            reductions[dense] = None
         batch = forward_fn(self.model, self.inputs, False)
 
         def with_reduction(reduction):
@@ -268,10 +314,13 @@ class Costs:
 
             return run
 
-        seconds = seconds_per_batch(
+        times = interleaved_times(
             {name: with_reduction(r) for name, r in reductions.items()},
             warmup=1, repeats=repeats)
-        return {name: seconds['dense'] / s for name, s in seconds.items()}
+        reference = statistics.median(times[dense])
+        return {name: dict(speedup=reference / statistics.median(ts),
+                           spread=spread(ts))
+                for name, ts in times.items()}
 
 
 class TestSet:
@@ -384,10 +433,15 @@ def sweep(config: str,
         speedup, top1, agreement
         (share of test clips predicted as dense predicts them), retention
         (share of actor tubelets held after the last block; None without
-        masks), branches, statistic (PPT's 10/50/90th percentiles) and the
-        token_reduction used.
+        masks), branches, statistic (PPT's 10/50/90th percentiles), the
+        token_reduction used, speed_spread (``(max - min) / median`` of the
+        point's timed passes, taken in turns with every other point; None
+        for one repeat) and noisy (speed_spread > ``NOISY_SPREAD``; None
+        for one repeat).
     """
     resolved = {spec: resolve(spec) for spec in methods}
+    if repeats < 1:
+        raise ValueError(f'repeats must be >= 1, got {repeats}')
     if not checkpoints:
         raise ValueError('sweep needs at least one checkpoint')
     for target in targets or ():
@@ -419,7 +473,7 @@ def sweep(config: str,
                         for m in models]))
     distinct = {json.dumps(r): r for p in points for r in p[3]}
     gflops = {key: costs.gflops(r) for key, r in distinct.items()}
-    speedups = costs.speedups(dict(distinct, dense=None), repeats)
+    speeds = costs.speedups(distinct, repeats)  # dense: 'null', timed once
 
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     test_set = TestSet(cfg, work_dir)
@@ -440,13 +494,23 @@ def sweep(config: str,
                 model=model, method=method, target=target,
                 knob=round(knob, 4), gflops=gflops[key],
                 flops_ratio=gflops[key] / gflops['null'],
-                speedup=speedups[key], top1=result['top1'],
+                speedup=speeds[key]['speedup'], top1=result['top1'],
                 agreement=agreement, retention=result['retention'],
                 branches=json.dumps(result['branches']),
                 statistic=json.dumps(result['statistic']),
-                token_reduction=key))
+                token_reduction=key,
+                speed_spread=_round(speeds[key]['spread']),
+                noisy=_noisy(speeds[key]['spread'])))
             progress.update()
     return rows
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 4)
+
+
+def _noisy(value: Optional[float]) -> Optional[bool]:
+    return None if value is None else value > NOISY_SPREAD
 
 
 def write_table(rows: List[Dict], out_prefix: str) -> None:
@@ -461,10 +525,11 @@ def write_table(rows: List[Dict], out_prefix: str) -> None:
 
 
 def format_table(rows: List[Dict]) -> str:
-    """One line per point: FLOPs and speed against dense, then top-1, its
-    change against dense, agreement and retention (%), each as
-    ``model 0 / model 1 / ...``, then the branches and PPT's statistic of
-    model 0."""
+    """One line per point: FLOPs and speed against dense (``*``: noisy,
+    ``?``: one timed pass, spread unknown), then top-1, its change against
+    dense, agreement and retention (%), each as ``model 0 / model 1 /
+    ...``, then the branches and PPT's statistic of model 0; a note under
+    the table says what the marks mean where there are any."""
     models = sorted({r['model'] for r in rows})
     dense = {r['model']: r['top1'] for r in rows if r['method'] == 'dense'}
     by_point: Dict[tuple, Dict[int, Dict]] = {}
@@ -479,8 +544,10 @@ def format_table(rows: List[Dict]) -> str:
         ('retained', lambda r: '-' if r['retention'] is None else
          f"{100 * r['retention']:.1f}"),
     )
+    marks = {True: '*', None: '?', False: ' '}
     lines = [f"{'method':<16}{'target':>7}{'FLOPs':>7}{'speed':>7}  " +
              ''.join(f'{name:<{width}}' for name, _ in figures) + 'notes']
+    shown = set()
     for (method, target), point in by_point.items():
         first = point[models[0]]
         notes = ' '.join(f'{k}={v}'
@@ -492,9 +559,22 @@ def format_table(rows: List[Dict]) -> str:
         cells = [' / '.join(show(point[m]) for m in models if m in point)
                  for _, show in figures]
         target = '-' if target is None else f'{target:.2f}'
+        # Rows of sweeps older than the noisy column have no mark.
+        mark = marks[first['noisy']] if 'noisy' in first else ' '
+        shown.add(mark)
         lines.append(f"{method:<16}{target:>7}"
-                     f"{first['flops_ratio']:>7.2f}{first['speedup']:>7.2f}  "
+                     f"{first['flops_ratio']:>7.2f}{first['speedup']:>6.2f}"
+                     f"{mark}  "
                      + ''.join(f'{c:<{width}}' for c in cells) + notes)
+    if '*' in shown:
+        lines.append(f'* noisy speed: the timed passes spread by more than '
+                     f'{100 * NOISY_SPREAD:.0f}% of their median (column '
+                     'speed_spread; a noisy dense row makes every speedup '
+                     'uncertain); time with more --repeats on a quieter '
+                     'machine')
+    if '?' in shown:
+        lines.append('? one timed pass (--repeats 1): its spread, and so '
+                     'whether it is noisy, is unknown')
     return '\n'.join(lines)
 
 

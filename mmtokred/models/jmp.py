@@ -45,9 +45,12 @@ class JMP(ImportanceReducer):
         check_cosine('JMP threshold', threshold)
         self.threshold = threshold
 
+    def capacity(self, block_index: int, tokens: int) -> int:
+        return max(tokens - 2, 0)  # a merge needs an A and a B token
+
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1] - 2)
+        r = self.removal(block_index, x.shape[1])
         if r == 0:
             return x, state
         # Rounds of at most half the tokens, the metric and importance

@@ -1,4 +1,5 @@
 """NEPAM: neighbour-patch merging before the first block."""
+import math
 from typing import Optional, Sequence, Tuple
 
 from mmaction.registry import MODELS
@@ -6,8 +7,9 @@ from torch import Tensor, nn
 
 from ..ops import (DISTANCES, POSITIONS, REPRESENTATIVES, TokenState,
                    neighbour_merge)
-from ..ops.checks import check_choice, check_window_fits
-from .reducers import InputReducer
+from ..ops.checks import (check_choice, check_int, check_number,
+                          check_window_fits, is_int)
+from .reducers import InputReducer, grid_of
 
 
 @MODELS.register_module()
@@ -42,30 +44,28 @@ class NEPAM(InputReducer):
                  representative: str = 'keep1',
                  position: str = 'representative') -> None:
         super().__init__()
-        window = tuple(window)
-        if len(window) != 3 or any(
-                not isinstance(s, int) or s < 1 for s in window):
+        if not isinstance(window, (list, tuple)) or len(window) != 3 or \
+                not all(is_int(s) and s >= 1 for s in window):
             raise ValueError('NEPAM window must be 3 positive integers '
-                             f'(t, h, w), got {window}')
+                             f'(t, h, w), got {window!r}')
         budgets = [b for b in (ratio, num_windows, threshold) if b is not None]
         if len(budgets) != 1:
             raise ValueError('NEPAM needs exactly one of ratio, num_windows '
                              f'and threshold, got {len(budgets)}')
-        if ratio is not None and not 0 <= ratio <= 1:
-            raise ValueError(f'NEPAM ratio must be in [0, 1], got {ratio}')
-        if num_windows is not None and (not isinstance(num_windows, int)
-                                        or num_windows < 0):
-            raise ValueError('NEPAM num_windows must be an integer >= 0, got '
-                             f'{num_windows}')
-        if threshold is not None and threshold < 0 and distance != 'cosine':
-            raise ValueError(f'NEPAM threshold must be >= 0 for {distance} '
-                             f'distances, got {threshold}')
         for name, value, allowed in (('distance', distance, DISTANCES),
                                      ('representative', representative,
                                       REPRESENTATIVES),
                                      ('position', position, POSITIONS)):
             check_choice(f'NEPAM {name}', value, allowed)
-        self.window = window
+        if ratio is not None:
+            check_number('NEPAM ratio', ratio, 0, 1)
+        if num_windows is not None:
+            check_int('NEPAM num_windows', num_windows)
+        if threshold is not None:
+            # Cosine distances (1 - cosine) may be negative; l1, l2 not.
+            check_number(f'NEPAM threshold (for {distance} distances)',
+                         threshold, -1 if distance == 'cosine' else 0)
+        self.window = tuple(window)
         self.may_pad = threshold is not None
         self.ratio = ratio
         self.num_windows = num_windows
@@ -91,11 +91,14 @@ class NEPAM(InputReducer):
                 f'{tuple(grid)}: use at most {windows}')
         return self.num_windows
 
+    def tokens_out(self, grid: Sequence[int]) -> int:
+        merged = self.merged_windows(grid)
+        volume = self.window[0] * self.window[1] * self.window[2]
+        return math.prod(grid) - (merged or 0) * (volume - 1)
+
     def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
                 track_source: bool) -> Tuple[Tensor, TokenState]:
-        tubelet = projection.kernel_size
-        grid = [n // s for n, s in zip(video.shape[2:], tubelet)]
-        num_merged = self.merged_windows(grid)
+        num_merged = self.merged_windows(grid_of(video, projection))
         if num_merged == 0 and not track_source:
             # Nothing to merge: the dense path, bit for bit.
             tokens = projection(video).flatten(2).transpose(1, 2)

@@ -6,6 +6,7 @@ from mmaction.registry import MODELS
 from torch import Tensor
 
 from ..ops import TokenState, concentration, merge_in_rounds, prune
+from ..ops.checks import check_choice, check_number
 from .reducers import AttentionInputs
 from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer
 
@@ -55,16 +56,18 @@ class PPT(ImportanceReducer):
                  rule: str = 'scale_free',
                  seed: int = 0) -> None:
         super().__init__(blocks, r, importance, keep_mean, seed)
-        if rule not in RULES:
-            raise ValueError(f'PPT rule must be one of {RULES}, got {rule!r}')
-        if not threshold >= 0:
-            raise ValueError(f'PPT threshold must be >= 0, got {threshold}')
+        check_choice('PPT rule', rule, RULES)
+        # Infinity is allowed: every clip pools.
+        check_number('PPT threshold', threshold, 0, finite=False)
         self.threshold = threshold
         self.rule = rule
 
+    def capacity(self, block_index: int, tokens: int) -> int:
+        return max(tokens - 2, 0)  # pooling matches pairs: two stay
+
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1] - 2)
+        r = self.removal(block_index, x.shape[1])
         if r == 0:
             return x, state
         importance = self.score(x, attn, block_index)

@@ -23,7 +23,8 @@ Two switches apply to the whole backbone:
 - ``track_source`` (default False): keep the ``(B, N, N0)`` map of which
   input tubelets each token holds, for pictures.
 """
-from typing import Dict, List, NamedTuple, Optional, Tuple
+import math
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from mmaction.registry import MODELS
@@ -98,6 +99,13 @@ class Reducer(nn.Module):
             self._observed.setdefault(name, []).append(values.detach())
 
 
+def grid_of(video: Tensor, projection: nn.Conv3d) -> Tuple[int, int, int]:
+    """The ``(T', H', W')`` token grid of clips ``(B, C, T, H, W)``."""
+    t, h, w = (n // s for n, s in zip(video.shape[2:],
+                                      projection.kernel_size))
+    return t, h, w
+
+
 class InputReducer(Reducer):
     """Turns a clip into (fewer) tokens before the first block."""
 
@@ -124,6 +132,18 @@ class InputReducer(Reducer):
         """
         raise NotImplementedError
 
+    def tokens_out(self, grid: Sequence[int]) -> int:
+        """Tokens the first block gets from clips of the ``(T', H', W')``
+        token ``grid`` (at most, where it depends on the clip). The default
+        claims every token; reducers override it so that the backbone
+        checks their budget at build time.
+
+        Raises:
+            ValueError: naming the field whose budget this grid cannot
+                spend (a window larger than the grid, say).
+        """
+        return math.prod(grid)
+
 
 class BlockReducer(Reducer):
     """Reduces the tokens inside a block, between attention and MLP."""
@@ -134,6 +154,22 @@ class BlockReducer(Reducer):
 
     def bind(self, depth: int) -> None:
         """Called once by the backbone, at build time, with its depth."""
+
+    def requested(self, block_index: int) -> int:
+        """Tokens block ``block_index`` is configured to remove. The default
+        claims none; reducers with a budget override it and
+        :meth:`capacity`, so that the backbone checks the budget."""
+        return 0
+
+    def capacity(self, block_index: int, tokens: int) -> int:
+        """The most tokens block ``block_index`` can remove of ``tokens``."""
+        return tokens
+
+    def removal(self, block_index: int, tokens: int) -> int:
+        """Tokens block ``block_index`` removes of ``tokens``: the budget,
+        capped at the capacity (the backbone reports every cap)."""
+        return min(self.requested(block_index),
+                   self.capacity(block_index, tokens))
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
@@ -154,6 +190,39 @@ class TokenReduction(NamedTuple):
     blocks: Optional[BlockReducer] = None
     proportional_attention: bool = False
     track_source: bool = False
+
+
+class TokenPlan(NamedTuple):
+    """Token counts a reduction gives clips of one grid, from shapes only."""
+    tokens: List[int]  #: tokens entering each block
+    caps: List[str]  #: one line per block whose budget exceeds its capacity
+
+    def describe_caps(self, shown: int = 3) -> str:
+        """The first ``shown`` caps, and how many more there are."""
+        more = len(self.caps) - shown
+        return '; '.join(self.caps[:shown]) + (
+            f'; and {more} more blocks' if more > 0 else '')
+
+
+def plan_tokens(input_reducer: Optional[InputReducer],
+                block_reducer: Optional[BlockReducer], grid: Sequence[int],
+                depth: int) -> TokenPlan:
+    """What the reducers do to clips of the ``(T', H', W')`` ``grid`` in
+    ``depth`` blocks (an upper bound where the input stage adapts)."""
+    n = math.prod(grid) if input_reducer is None else \
+        input_reducer.tokens_out(grid)
+    tokens, caps = [], []
+    for index in range(depth):
+        tokens.append(n)
+        if block_reducer is None:
+            continue
+        wanted = block_reducer.requested(index)
+        removed = block_reducer.removal(index, n)
+        if removed < wanted:
+            caps.append(f'block {index} sees {n} tokens and can remove '
+                        f'{removed}, not {wanted}')
+        n -= removed
+    return TokenPlan(tokens, caps)
 
 
 def build_token_reduction(cfg: Optional[Dict], depth: int) -> TokenReduction:

@@ -7,7 +7,7 @@ from torch import Tensor
 from ..ops import (KEEP_MEAN, activation_norm_importance,
                    attention_sharpness_importance, pooled_query_importance,
                    random_importance, received_attention_importance)
-from ..ops.checks import check_choice
+from ..ops.checks import check_choice, check_counts, check_int, is_int
 from .reducers import AttentionInputs, BlockReducer
 
 #: name -> score(x, attn, seed): ``(B, N)`` importances summing to 1. See
@@ -57,21 +57,18 @@ class SelectedBlocksReducer(BlockReducer):
                  r: Union[int, Sequence[int]]) -> None:
         super().__init__()
         name = type(self).__name__
-        blocks = list(blocks)
-        if not blocks or len(set(blocks)) != len(blocks) or any(
-                not isinstance(b, int) or b < 0 for b in blocks):
-            raise ValueError(f'{name} blocks must be distinct block indices '
-                             f'>= 0, got {blocks}')
-        counts = [r] * len(blocks) if isinstance(r, int) else list(r)
-        if len(counts) != len(blocks) or any(
-                not isinstance(c, int) or c < 0 for c in counts):
-            raise ValueError(f'{name} r must be an integer >= 0 or one per '
-                             f'block of {blocks}, got {r}')
+        if not isinstance(blocks, (list, tuple)) or not blocks or not all(
+                map(is_int, blocks)) or min(blocks) < 0 or len(
+                    set(blocks)) != len(blocks):
+            raise ValueError(f'{name} blocks must be a list of distinct block '
+                             f'indices >= 0, got {blocks!r}')
+        counts = check_counts(f'{name} r', r, len(blocks))
+        if is_int(r):
+            counts = counts * len(blocks)
         self.removals: Dict[int, int] = dict(zip(blocks, counts))
 
-    def removal(self, block_index: int, limit: int) -> int:
-        """Tokens to remove in block ``block_index``, at most ``limit``."""
-        return min(self.removals.get(block_index, 0), limit)
+    def requested(self, block_index: int) -> int:
+        return self.removals.get(block_index, 0)
 
     def bind(self, depth: int) -> None:
         outside = [b for b in self.removals if b >= depth]
@@ -102,8 +99,7 @@ class ImportanceReducer(SelectedBlocksReducer):
                              f'{tuple(IMPORTANCE)}, got {importance!r}')
         if keep_mean is not None:
             check_choice(f'{name} keep_mean', keep_mean, KEEP_MEAN)
-        if not isinstance(seed, int):
-            raise ValueError(f'{name} seed must be an integer, got {seed!r}')
+        check_int(f'{name} seed', seed, -2**63)
         self.importance = importance
         self.keep_mean = keep_mean
         self.seed = seed

@@ -1,4 +1,5 @@
 """Patch-similarity pruning, at the input or progressively in the blocks."""
+import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -6,8 +7,8 @@ from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from ..ops import TokenState, prune, similarity_prune_index
-from ..ops.checks import check_choice, check_cosine
-from .reducers import AttentionInputs, InputReducer
+from ..ops.checks import check_choice, check_cosine, check_number
+from .reducers import AttentionInputs, InputReducer, grid_of
 from .selected_blocks import (EVERY_BLOCK, HALF_FLOPS,
                               SelectedBlocksReducer)
 
@@ -49,13 +50,22 @@ class PatchSimilarityPruning(InputReducer):
                  threshold: Optional[float] = 0.5,
                  keep_mean: str = 'nearest') -> None:
         super().__init__()
-        if not 0 <= ratio < 1:
-            raise ValueError(
-                f'PatchSimilarityPruning ratio must be in [0, 1), got {ratio}')
+        check_number('PatchSimilarityPruning ratio', ratio, 0, 1,
+                     high_open=True)
         _check('PatchSimilarityPruning', threshold, keep_mean)
         self.ratio = ratio
         self.threshold = threshold
         self.keep_mean = keep_mean
+
+    def tokens_out(self, grid: Sequence[int]) -> int:
+        n = math.prod(grid)
+        pruned = round(self.ratio * n)
+        if pruned >= n:
+            raise ValueError(
+                f'PatchSimilarityPruning ratio={self.ratio} prunes all {n} '
+                f'tokens of the grid {tuple(grid)}; one must stay: use a '
+                f'ratio under {(n - 0.5) / n:.4f}')
+        return n - pruned
 
     def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
                 track_source: bool) -> Tuple[Tensor, TokenState]:
@@ -66,7 +76,7 @@ class PatchSimilarityPruning(InputReducer):
         if track_source:
             state.source = torch.eye(n, device=tokens.device,
                                      dtype=tokens.dtype).expand(batch, -1, -1)
-        r = round(self.ratio * n)
+        r = n - self.tokens_out(grid_of(video, projection))
         if r == 0:
             return tokens, state
         # Similarity of content: the embeddings without position.
@@ -99,9 +109,12 @@ class SimilarityPruning(SelectedBlocksReducer):
         self.threshold = threshold
         self.keep_mean = keep_mean
 
+    def capacity(self, block_index: int, tokens: int) -> int:
+        return max(tokens - 1, 0)  # the least redundant token stays
+
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1] - 1)
+        r = self.removal(block_index, x.shape[1])
         if r == 0:
             return x, state
         order, fallbacks = similarity_prune_index(x, r, self.threshold)

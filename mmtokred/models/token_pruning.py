@@ -35,10 +35,13 @@ class TokenPruning(ImportanceReducer):
                  seed: int = 0) -> None:
         super().__init__(blocks, r, importance, keep_mean, seed)
 
+    def capacity(self, block_index: int, tokens: int) -> int:
+        # One token stays, and with 'fuse' the fused one beside it.
+        return max(tokens - (2 if self.keep_mean == 'fuse' else 1), 0)
+
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
-        low = 2 if self.keep_mean == 'fuse' else 1
-        r = self.removal(block_index, max(x.shape[1] - low, 0))
+        r = self.removal(block_index, x.shape[1])
         if r == 0:
             return x, state
         order = self.score(x, attn, block_index).argsort(

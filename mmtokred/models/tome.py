@@ -4,8 +4,9 @@ from typing import List, Sequence, Tuple, Union
 from mmaction.registry import MODELS
 from torch import Tensor
 
-from ..ops import (TokenState, bipartite_soft_matching, merge_schedule,
-                   merge_with_sizes)
+from ..ops import (SCHEDULES, TokenState, bipartite_soft_matching,
+                   merge_schedule, merge_with_sizes)
+from ..ops.checks import check_choice, check_counts, check_int, is_int
 from .reducers import AttentionInputs, BlockReducer
 
 
@@ -26,27 +27,33 @@ class ToMe(BlockReducer):
                  protected: int = 0) -> None:
         super().__init__()
         # Validate now; the per-block counts need the depth (bind).
-        merge_schedule(r if isinstance(r, int) else list(r),
-                       len(r) if not isinstance(r, int) else 1, schedule)
-        if not isinstance(protected, int) or protected < 0:
-            raise ValueError(
-                f'ToMe protected must be an integer >= 0, got {protected}')
-        self.r = r if isinstance(r, int) else list(r)
+        check_counts('ToMe r', r)
+        check_choice('ToMe schedule', schedule, SCHEDULES)
+        check_int('ToMe protected', protected)
+        self.r = r if is_int(r) else list(r)
         self.schedule = schedule
         self.protected = protected
         self.removals: List[int] = []  # per block, set by bind
 
     def bind(self, depth: int) -> None:
-        self.removals = merge_schedule(self.r, depth, self.schedule)
+        self.removals = merge_schedule(self.r, depth, self.schedule,
+                                       field='ToMe r')
+
+    def requested(self, block_index: int) -> int:
+        return self.removals[block_index]
+
+    def capacity(self, block_index: int, tokens: int) -> int:
+        # Only A tokens (every other unprotected token) merge away.
+        return max(tokens - self.protected, 0) // 2
 
     supports_padding = True
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                 block_index: int) -> Tuple[Tensor, TokenState]:
         valid = state.size[..., 0] > 0 if state.padded else None
-        merge, r = bipartite_soft_matching(attn.metric,
-                                           self.removals[block_index],
-                                           self.protected, valid)
+        merge, r = bipartite_soft_matching(
+            attn.metric, self.removal(block_index, x.shape[1]),
+            self.protected, valid)
         if r == 0:
             return x, state
         return merge_with_sizes(merge, x, state)

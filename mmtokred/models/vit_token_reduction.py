@@ -1,5 +1,6 @@
 """VideoMAE backbone with fused attention and pluggable token reduction."""
 import inspect
+import warnings
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from ..ops import TokenState
 from .blocks import FusedAttention, ReducibleBlock
-from .reducers import build_token_reduction
+from .reducers import build_token_reduction, plan_tokens
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
 
@@ -75,6 +76,10 @@ class TokenReductionVisionTransformer(VisionTransformer):
         self.num_frames = bound.arguments['num_frames']
         self.tubelet_size = bound.arguments['tubelet_size']
         self.in_channels = bound.arguments['in_channels']
+        #: The token grid of the configured clips (num_frames, img_size),
+        #: for which the token budget is checked at build time.
+        self.configured_grid = (self.num_frames // self.tubelet_size,
+                                *self.grid_size)
         for block in self.blocks:
             block.__class__ = ReducibleBlock
             block.attn.__class__ = FusedAttention
@@ -89,6 +94,17 @@ class TokenReductionVisionTransformer(VisionTransformer):
                 'which token_reduction removes: set token_reduction=None or '
                 'return_feat_map=False')
         reduction = build_token_reduction(token_reduction, len(self.blocks))
+        plan = plan_tokens(reduction.input, reduction.blocks,
+                           self.configured_grid, len(self.blocks))
+        if plan.caps:
+            raise ValueError(
+                f'token_reduction.blocks: {type(reduction.blocks).__name__} '
+                'asks for more tokens than the blocks see in the configured '
+                f'clips (token grid {self.configured_grid}): '
+                f'{plan.describe_caps()}. Lower r')
+        #: Grids of other clip sizes whose budgets were capped, each with
+        #: the warning given once for it.
+        self.capped_budgets: Dict[Tuple[int, int, int], str] = {}
         device = self.pos_embed.device  # where the reducers' counts live
         self.input_reducer = None if reduction.input is None else \
             reduction.input.to(device)
@@ -102,7 +118,11 @@ class TokenReductionVisionTransformer(VisionTransformer):
         if x.dim() != 5:
             raise ValueError('the backbone takes clips of shape (B, C, T, H, '
                              f'W), got a tensor of shape {tuple(x.shape)}')
-        _, channels, frames, height, width = x.shape
+        batch, channels, frames, height, width = x.shape
+        if batch == 0:
+            raise ValueError('the backbone takes clips of shape (B, C, T, H, '
+                             'W) with B >= 1, got an empty batch of shape '
+                             f'{tuple(x.shape)}')
         if channels != self.in_channels:
             raise ValueError(f'input has C={channels} channels, the backbone '
                              f'was built for in_channels={self.in_channels}')
@@ -118,6 +138,19 @@ class TokenReductionVisionTransformer(VisionTransformer):
                     f'multiple of patch_size={self.patch_size}')
         return (frames // self.tubelet_size, height // self.patch_size,
                 width // self.patch_size)
+
+    def _check_budget(self, grid: Tuple[int, int, int]) -> None:
+        """Check the reducers on clips of another size than configured: an
+        input budget this grid cannot hold is an error; block budgets over
+        what the blocks see are capped, with one warning per grid."""
+        plan = plan_tokens(self.input_reducer, self.block_reducer, grid,
+                           len(self.blocks))
+        if plan.caps and grid not in self.capped_budgets:
+            self.capped_budgets[grid] = (
+                f'{type(self.block_reducer).__name__} budget capped for '
+                f'clips of token grid {grid} (configured: '
+                f'{self.configured_grid}): {plan.describe_caps()}')
+            warnings.warn(self.capped_budgets[grid], stacklevel=2)
 
     def _position_embedding(self, h: int, w: int) -> Tensor:
         """The (1, N, C) position embedding, resized as stock does."""
@@ -135,6 +168,8 @@ class TokenReductionVisionTransformer(VisionTransformer):
         With ``return_feat_map=True``: ``(B, C, T', H', W')``.
         """
         t, h, w = self._check_input(x)
+        if (t, h, w) != self.configured_grid:
+            self._check_budget((t, h, w))
         pos_embed = self._position_embedding(h, w)
         if self.input_reducer is None:
             x = self.patch_embed(x)[0] + pos_embed

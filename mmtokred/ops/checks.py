@@ -3,8 +3,61 @@
 Each rule is written once. A reducer applies it at build time under its own
 field name (``'JMP threshold'``), so a bad config fails before the first
 batch; an op applies it when called directly, under its argument's name.
+Every rule names the field, the value and what is allowed.
 """
-from typing import Sequence
+import math
+from numbers import Integral, Real
+from typing import List, Optional, Sequence, Union
+
+
+def is_int(value) -> bool:
+    """An integer that is not a bool (``True`` is not a count)."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def check_int(field: str, value, low: int = 0,
+              high: Optional[int] = None) -> None:
+    """``value`` is an integer in ``[low, high]``."""
+    allowed = f'[{low}, {"inf" if high is None else high}]'
+    if not is_int(value) or value < low or (high is not None
+                                            and value > high):
+        raise ValueError(f'{field} must be an integer in {allowed}, got '
+                         f'{value!r}')
+
+
+def check_number(field: str, value, low: float = -math.inf,
+                 high: float = math.inf, high_open: bool = False,
+                 finite: bool = True) -> None:
+    """``value`` is a real number in ``[low, high]`` (``[low, high)`` with
+    ``high_open``), and finite unless ``finite`` is False."""
+    closing = ')' if high_open else ']'
+    allowed = (f'a {"finite " if finite else ""}number in [{low}, {high}'
+               f'{closing}')
+    ok = isinstance(value, Real) and not isinstance(value, bool) and (
+        not math.isnan(value)) and (not finite or math.isfinite(value))
+    ok = ok and low <= value and (value < high if high_open else
+                                  value <= high)
+    if not ok:
+        raise ValueError(f'{field} must be {allowed}, got {value!r}')
+
+
+def check_counts(field: str, value: Union[int, Sequence[int]],
+                 length: Optional[int] = None) -> List[int]:
+    """A count >= 0 or a list of them (``length`` long, if given); returns
+    the list, or ``[value]`` for one count."""
+    if is_int(value):
+        counts = [value]
+    elif isinstance(value, (list, tuple)) and all(map(is_int, value)):
+        counts = list(value)
+        if length is not None and len(counts) != length:
+            raise ValueError(f'{field} lists one count per block: expected '
+                             f'{length} values, got {len(counts)}')
+    else:
+        raise ValueError(f'{field} must be an integer >= 0 or a list of '
+                         f'them, got {value!r}')
+    if any(c < 0 for c in counts):
+        raise ValueError(f'{field} must be >= 0 in every block, got {value}')
+    return counts
 
 
 def check_choice(field: str, value, allowed: Sequence) -> None:
@@ -16,9 +69,7 @@ def check_choice(field: str, value, allowed: Sequence) -> None:
 
 def check_cosine(field: str, value: float) -> None:
     """``value`` is a cosine similarity: a number in [-1, 1]."""
-    if not -1 <= value <= 1:
-        raise ValueError(f'{field} is a cosine similarity in [-1, 1], got '
-                         f'{value}')
+    check_number(field, value, -1, 1)
 
 
 def check_window_fits(field: str, window: Sequence[int],

@@ -1,11 +1,13 @@
 """How many tokens each block removes."""
 from typing import List, Sequence, Union
 
+from .checks import check_choice, check_counts
+
 SCHEDULES = ('constant', 'decreasing')
 
 
 def merge_schedule(r: Union[int, Sequence[int]], depth: int,
-                   schedule: str = 'constant') -> List[int]:
+                   schedule: str = 'constant', field: str = 'r') -> List[int]:
     """Tokens to remove in each of ``depth`` blocks.
 
     Args:
@@ -13,22 +15,13 @@ def merge_schedule(r: Union[int, Sequence[int]], depth: int,
         schedule: with an int ``r``: 'constant' (r in every block) or
             'decreasing' (linearly from 2r at the first block to 0 at the
             last, the same total as constant).
+        field: the name ``r`` goes by in error messages.
     """
-    if isinstance(r, bool) or not isinstance(r, (int, list, tuple)):
-        raise ValueError(f'r must be an int or a list of ints, got {r!r}')
-    if isinstance(r, (list, tuple)):
-        if len(r) != depth:
-            raise ValueError(f'r lists one count per block: expected {depth} '
-                             f'values, got {len(r)}')
-        counts = list(r)
-    elif schedule == 'constant':
-        counts = [r] * depth
-    elif schedule == 'decreasing':
+    if not isinstance(r, (list, tuple)):
+        (r, ) = check_counts(field, r)
+        check_choice('schedule', schedule, SCHEDULES)
+        if schedule == 'constant':
+            return [r] * depth
         step = 2 * r / max(depth - 1, 1)
-        counts = [round(2 * r - i * step) for i in range(depth)]
-    else:
-        raise ValueError(
-            f'schedule must be one of {SCHEDULES}, got {schedule!r}')
-    if any(not isinstance(c, int) or c < 0 for c in counts):
-        raise ValueError(f'r must be >= 0 in every block, got {counts}')
-    return counts
+        return [round(2 * r - i * step) for i in range(depth)]
+    return check_counts(field, r, depth)
