@@ -1,9 +1,10 @@
+import fnmatch
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Set
 
 import pytest
 import torch
@@ -16,6 +17,59 @@ register_all_modules()  # mmaction as the default scope, as configs set it
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / 'configs' / 'demo' / 'videomae_tiny_dense.py'
+
+
+def _timm_unavailable() -> Optional[str]:
+    """Why `import timm` fails here (None when it works).
+
+    Any exception counts, not only ImportError: a torchvision that does not
+    match torch fails with RuntimeError or AttributeError inside `import timm`.
+    """
+    try:
+        import timm  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        return f'{type(exc).__name__}: {exc}'.splitlines()[0]
+    return None
+
+
+# The tests of mmtokred.timm (tests/test_timm_*.py) need timm and torchvision
+# (README, Tests: a second environment). Without them they are left out, said
+# once in the summary; MMTOKRED_REQUIRE_TIMM=1 makes that an error instead.
+TIMM_UNAVAILABLE = _timm_unavailable()
+TIMM_TEST_GLOB = 'test_timm_*.py'
+TIMM_SKIPPED = ('timm tests skipped: timm cannot be imported ({}); '
+                'see README, Tests')
+_timm_files_left_out: Set[str] = set()
+
+
+def pytest_configure(config):
+    if TIMM_UNAVAILABLE and os.environ.get('MMTOKRED_REQUIRE_TIMM') == '1':
+        pytest.exit('MMTOKRED_REQUIRE_TIMM=1 but timm cannot be imported '
+                    f'({TIMM_UNAVAILABLE}); see README, Tests', returncode=1)
+
+
+class _LeftOut(pytest.File):
+    """A test file collected as no test (without importing it)."""
+
+    def collect(self):
+        # Recorded here: pytest makes a node for every file of a directory,
+        # also of files not asked for, but collects only those asked for.
+        _timm_files_left_out.add(self.path.name)
+        return []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):
+    # Unlike pytest_ignore_collect, also reached for files named on the
+    # command line.
+    if TIMM_UNAVAILABLE and fnmatch.fnmatch(module_path.name, TIMM_TEST_GLOB):
+        return _LeftOut.from_parent(parent, path=module_path)
+    return None
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _timm_files_left_out:
+        terminalreporter.write_line(TIMM_SKIPPED.format(TIMM_UNAVAILABLE))
 
 
 def run_tool(args: List[str], check: bool = True,

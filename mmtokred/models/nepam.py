@@ -64,7 +64,7 @@ class NEPAM(InputReducer):
         if threshold is not None:
             # Cosine distances (1 - cosine) may be negative; l1, l2 not.
             check_number(f'NEPAM threshold (for {distance} distances)',
-                         threshold, -1 if distance == 'cosine' else 0)
+                         threshold, -1 if distance.startswith('cosine') else 0)
         self.window = tuple(window)
         self.may_pad = threshold is not None
         self.ratio = ratio

@@ -15,7 +15,7 @@ from torch import Tensor
 from .checks import check_choice, check_window_fits
 from .token_state import TokenState
 
-DISTANCES = ('l1', 'l2', 'cosine')
+DISTANCES = ('l1', 'l2', 'cosine', 'cosine_similarity')
 REPRESENTATIVES = ('keep1', 'avg')
 POSITIONS = ('representative', 'average')
 
@@ -66,7 +66,10 @@ def window_scores(pixels: Tensor, members: Tensor, distance: str) -> Tensor:
         pixels: ``(B, N0, P)`` tubelet pixels, flat over the grid.
         members: ``(M, V)`` from :func:`window_layout`.
         distance: 'l1' (mean absolute difference), 'l2' (mean squared
-            difference) or 'cosine' (negative cosine similarity).
+            difference), 'cosine' (negative cosine similarity), or
+            'cosine_similarity': the score of NEPAM's official code for
+            'cosine' (JackJiang2018/NEPAM, ``NepamAblation.CosSim``), the
+            similarity itself, so that the least uniform windows rank first.
     """
     check_choice('distance', distance, DISTANCES)
     windows = pixels[:, members]  # (B, M, V, P)
@@ -76,7 +79,9 @@ def window_scores(pixels: Tensor, members: Tensor, distance: str) -> Tensor:
     elif distance == 'l2':
         per_patch = (windows - reference).square_().mean(-1)
     else:
-        per_patch = -F.cosine_similarity(windows, reference, dim=-1)
+        per_patch = F.cosine_similarity(windows, reference, dim=-1)
+        if distance == 'cosine':
+            per_patch = -per_patch
     return per_patch.mean(-1)
 
 
@@ -107,7 +112,8 @@ def neighbour_merge(video: Tensor,
                     distance: str = 'l1',
                     representative: str = 'keep1',
                     position: str = 'representative',
-                    track_source: bool = False) -> Tuple[Tensor, TokenState]:
+                    track_source: bool = False,
+                    keep: int = 0) -> Tuple[Tensor, TokenState]:
     """Embed ``video`` with the most uniform windows merged into one token.
 
     Args:
@@ -121,12 +127,14 @@ def neighbour_merge(video: Tensor,
         threshold: merge every window scoring under it; clips then differ in
             length and are padded (size 0, ``state.padded``).
         distance: 'l1', 'l2' or 'cosine' over the tubelet pixels.
-        representative: 'keep1' (the window's first tubelet) or 'avg' (the
-            mean pixels of the window; the projection is linear, so this is
-            the mean of the embeddings).
+        representative: 'keep1' (the window's tubelet ``keep``) or 'avg'
+            (the mean pixels of the window; the projection is linear, so
+            this is the mean of the embeddings).
         position: position embedding of a merged token: 'representative'
-            (of the first tubelet) or 'average' (over the window).
+            (of tubelet ``keep``) or 'average' (over the window).
         track_source: also return which input tubelets each token holds.
+        keep: which tubelet of a window (in (t, h, w) order) stands for it;
+            windows are scored against their first tubelet whatever it is.
 
     Returns:
         Tokens ``(B, N, E)`` with position embedding, and their state (sizes
@@ -141,13 +149,17 @@ def neighbour_merge(video: Tensor,
     batch, n0, _ = pixels.shape
     members = window_members(grid, window, video.device)
     volume = members.shape[1]
+    if not 0 <= keep < volume:
+        raise ValueError(f'keep must be in [0, {volume - 1}] for windows of '
+                         f'{tuple(window)}, got {keep}')
 
     merged = select_windows(
         window_scores(pixels, members, distance), num_merged, threshold)
-    references = members[:, 0]
-    # Tubelets of merged windows other than the reference are dropped.
+    references = members[:, keep]
+    others = torch.cat([members[:, :keep], members[:, keep + 1:]], 1)
+    # Tubelets of merged windows other than the kept one are dropped.
     dropped = torch.zeros(batch, n0, dtype=torch.bool, device=video.device)
-    dropped[:, members[:, 1:].flatten()] = merged[:, :, None].expand(
+    dropped[:, others.flatten()] = merged[:, :, None].expand(
         -1, -1, volume - 1).flatten(1)
     kept_counts = n0 - dropped.sum(1)
     if threshold is None:  # the same count in every clip: known, no sync

@@ -1,0 +1,290 @@
+"""mmtokred.timm on timm's image ViTs: exact when off, the papers' rules
+when on (checked against copies written from the papers, not vendored)."""
+import copy
+import math
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from mmtokred.timm import PAPER_SETTINGS, apply_token_reduction
+
+SMALL = dict(img_size=64, num_classes=5)
+
+
+def build(name='deit_tiny_patch16_224', **kwargs):
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False,
+                             **{**SMALL, **kwargs}).eval()
+
+
+def images(batch=3, size=64, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, size, size, generator=generator)
+    x[0, :, :32] = 0.2  # a flat region: uniform windows
+    return x
+
+
+def patched(model, reduction):
+    return apply_token_reduction(copy.deepcopy(model), reduction)
+
+
+@pytest.mark.parametrize('name, kwargs', [
+    ('deit_tiny_patch16_224', {}),
+    ('deit_tiny_distilled_patch16_224', {}),
+    ('vit_tiny_patch16_224', dict(reg_tokens=4)),
+    ('vit_tiny_patch16_224', dict(class_token=False, global_pool='avg')),
+    ('deit3_small_patch16_224', {}),  # no_embed_class, layer scale
+])
+def test_reduction_off_equals_timm(name, kwargs):
+    model = build(name, **kwargs)
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(patched(model, None)(x), model(x))
+
+
+# --- ToMe: a copy written from the paper (Bolya et al., ICLR 2023, sec. 3)
+def reference_tome(model, x, r, prefix):
+    """ToMe on a timm ViT: per block, after attention with log(size) added
+    to the keys' logits, tokens alternate into A and B; each A token's edge
+    goes to its most similar B token (cosine of the keys averaged over
+    heads); the r strongest edges merge (size-weighted mean). The protected
+    prefix never leaves A; kept A tokens stay in order, then B."""
+    x = model._pos_embed(model.patch_embed(x))
+    x = model.norm_pre(model.patch_drop(x))
+    size = torch.ones(x.shape[0], x.shape[1], 1)
+    for block in model.blocks:
+        attn = block.attn
+        y = block.norm1(x)
+        B, N, C = y.shape
+        qkv = attn.qkv(y).reshape(B, N, 3, attn.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        logits = q @ k.transpose(-2, -1) * attn.scale + size.log()[:, None,
+                                                                   None, :, 0]
+        out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C)
+        x = x + block.ls1(attn.proj(out))
+        keys = F.normalize(k.mean(1), dim=-1)
+        merged_x, merged_size = [], []
+        for b in range(B):
+            a_idx, b_idx = list(range(0, N, 2)), list(range(1, N, 2))
+            sim = keys[b, a_idx] @ keys[b, b_idx].T
+            for i, token in enumerate(a_idx):
+                if token < prefix:
+                    sim[i] = -math.inf
+            for j, token in enumerate(b_idx):
+                if token < prefix:
+                    sim[:, j] = -math.inf
+            best, partner = sim.max(-1)
+            leaving = set(best.argsort(descending=True)[:r].tolist())
+            total = {j: x[b, t] * size[b, t] for j, t in enumerate(b_idx)}
+            weight = {j: size[b, t].clone() for j, t in enumerate(b_idx)}
+            for i in leaving:
+                j = int(partner[i])
+                total[j] = total[j] + x[b, a_idx[i]] * size[b, a_idx[i]]
+                weight[j] = weight[j] + size[b, a_idx[i]]
+            kept_a = [t for i, t in enumerate(a_idx) if i not in leaving]
+            prefix_b = [j for j, t in enumerate(b_idx) if t < prefix]
+            order = ([('a', t) for t in kept_a if t < prefix]
+                     + [('b', j) for j in prefix_b]
+                     + [('a', t) for t in kept_a if t >= prefix]
+                     + [('b', j) for j in range(len(b_idx))
+                        if j not in prefix_b])
+            merged_x.append(torch.stack([
+                x[b, t] if kind == 'a' else total[t] / weight[t]
+                for kind, t in order]))
+            merged_size.append(torch.stack([
+                size[b, t] if kind == 'a' else weight[t]
+                for kind, t in order]))
+        x, size = torch.stack(merged_x), torch.stack(merged_size)
+        x = x + block.ls2(block.mlp(block.norm2(x)))
+    return model.forward_head(model.norm(x)), size
+
+
+@pytest.mark.parametrize('name', ['deit_tiny_patch16_224',
+                                  'deit_tiny_distilled_patch16_224'])
+def test_tome_merges_as_the_paper_says(name):
+    model = build(name, depth=4)
+    x = images()
+    ours = patched(model, dict(blocks=dict(type='ToMe', r=3),
+                               proportional_attention=True))
+    with torch.no_grad():
+        expected, expected_size = reference_tome(model, x, 3,
+                                                 model.num_prefix_tokens)
+        tokens, state = ours.forward_tokens(x)
+        torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-4)
+    assert tokens.shape[1] == 16 + model.num_prefix_tokens - 3 * 4
+    torch.testing.assert_close(state.size, expected_size)
+
+
+# --- NEPAM: a copy of the official selection (JackJiang2018/NEPAM) ---------
+def reference_nepam(model, x, windows_merged, distance):
+    """Windows of 1x2 patches; score = mean over the window of each patch's
+    distance to the window's first patch ('cosine_similarity': the cosine
+    similarity, as the official code's 'cosine'); ascending stable sort;
+    the first ``windows_merged`` windows keep only their second patch."""
+    p = model.patch_embed.proj.kernel_size[0]
+    B = x.shape[0]
+    patches = x.unfold(2, p, p).unfold(3, p, p)  # B C H' W' p p
+    grid_h, grid_w = patches.shape[2:4]
+    pixels = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, grid_h, grid_w, -1)
+    first, second = pixels[:, :, 0::2], pixels[:, :, 1::2]
+    if distance == 'cosine_similarity':
+        score = (1 + F.cosine_similarity(first, second, dim=-1)) / 2
+    else:
+        score = (first - second).abs().mean(-1) / 2
+    order = score.flatten(1).argsort(dim=1, stable=True)
+    outputs = []
+    for b in range(B):
+        keep = torch.ones(grid_h * grid_w, dtype=torch.bool)
+        for w in order[b, :windows_merged].tolist():
+            row, col = divmod(w, grid_w // 2)
+            keep[row * grid_w + 2 * col] = False  # the first patch goes
+        index = keep.nonzero()[:, 0]
+        embedded = model.patch_embed(x[b:b + 1])[:, index]
+        pos = model.pos_embed
+        tokens = torch.cat([model.cls_token + pos[:, :1],
+                            embedded + pos[:, 1:][:, index]], 1)
+        outputs.append(model.forward_head(
+            model.norm(model.blocks(model.norm_pre(tokens)))))
+    return torch.cat(outputs)
+
+
+@pytest.mark.parametrize('distance', ['cosine_similarity', 'l1'])
+def test_nepam_selects_as_the_official_code(distance):
+    model = build()
+    x = images()
+    ours = patched(model, dict(input=dict(type='NEPAM', window=(1, 2),
+                                          num_windows=3, distance=distance,
+                                          keep=1)))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference_nepam(
+            model, x, 3, distance), rtol=1e-4, atol=1e-4)
+
+
+def test_deit_s_nepam_setting_merges_39_of_98_windows():
+    model = timm.create_model('deit_small_patch16_224', pretrained=False,
+                              num_classes=3, depth=1).eval()
+    ours = patched(model, 'nepam-deit-s')
+    with torch.no_grad():
+        tokens, state = ours.forward_tokens(torch.randn(1, 3, 224, 224))
+    assert tokens.shape[1] == 1 + 196 - 39
+    assert int((state.size[0, 1:, 0] == 2).sum()) == 39
+
+
+# --- PPT ------------------------------------------------------------------
+def class_attention_importance(model, block_index, x):
+    """The class token's attention summed over heads times ||v|| (mean over
+    heads), from the full attention matrix, normalised over the patches."""
+    captured = {}
+
+    def hook(module, args, output):
+        y = args[0]
+        B, N, C = y.shape
+        qkv = module.qkv(y).reshape(B, N, 3, module.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-2, -1) * module.scale).softmax(-1)
+        score = attn[:, :, 0].sum(1) * v.norm(dim=-1).mean(1)
+        score = score[:, 1:]
+        captured['importance'] = score / score.sum(1, keepdim=True)
+
+    handle = model.blocks[block_index].attn.register_forward_hook(hook)
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return captured['importance']
+
+
+def test_ppt_prunes_the_least_important_and_pools_otherwise():
+    model = build()
+    x = images()
+    importance = class_attention_importance(model, 1, x)
+    prune = patched(model, dict(blocks=dict(type='PPT', blocks=[1], r=6,
+                                            threshold=0.)))
+    pool = patched(model, dict(blocks=dict(type='PPT', blocks=[1], r=6,
+                                           threshold=math.inf)))
+    with torch.no_grad():
+        tokens, state = pool.forward_tokens(x)
+    assert tokens.shape[1] == 17 - 6
+    assert state.size[:, 1:].sum(1).eq(16).all()  # pooling keeps every patch
+    # Pruning keeps the 10 most important patches: their sources.
+    prune.track_source = True
+    with torch.no_grad():
+        _, state = prune.forward_tokens(x)
+    kept = state.source[:, 1:, 1:].sum(1) > 0  # (B, 16) patches still held
+    top = importance.topk(10, dim=1).indices
+    assert torch.equal(kept, torch.zeros_like(kept).scatter_(1, top, True))
+
+
+def test_paper_settings_run_and_reduce_flops_on_deit_s():
+    model = timm.create_model('deit_small_patch16_224', pretrained=False,
+                              num_classes=3).eval()
+    x = torch.randn(1, 3, 224, 224)
+    for name in ('ppt-deit-s', 'jmp-deit-s', 'patchsim-deit-s',
+                 'nepam-deit-s'):
+        ours = patched(model, name)
+        with torch.no_grad():
+            tokens, state = ours.forward_tokens(x)
+            assert torch.isfinite(ours(x)).all()
+        assert tokens.shape[1] < 197, name
+    assert set(PAPER_SETTINGS) >= {'ppt-deit-s', 'nepam-deit-s',
+                                   'nepam-vit-b16-384', 'jmp-deit-s',
+                                   'patchsim-deit-s'}
+
+
+@pytest.mark.parametrize('reduction', [
+    dict(blocks=dict(type='ToMe', r=3)),
+    dict(blocks=dict(type='PPT', blocks=[0, 2], r=4)),
+    dict(blocks=dict(type='JMP', blocks=[0, 2], r=4)),
+    dict(input=dict(type='NEPAM', window=(2, 2), ratio=0.5)),
+    dict(input=dict(type='PatchSimilarityPruning', ratio=0.25)),
+])
+@pytest.mark.parametrize('name', ['deit_tiny_patch16_224',
+                                  'deit_tiny_distilled_patch16_224'])
+def test_prefix_tokens_are_never_merged_or_pruned(name, reduction):
+    model = build(name, depth=4)
+    ours = patched(model, dict(reduction, track_source=True))
+    prefix = model.num_prefix_tokens
+    with torch.no_grad():
+        _, state = ours.forward_tokens(images())
+    source = state.source
+    # Each prefix token holds itself only, where it started.
+    torch.testing.assert_close(
+        source[:, :prefix, :prefix],
+        torch.eye(prefix).expand(source.shape[0], -1, -1))
+    assert source[:, :prefix, prefix:].sum() == 0
+    assert source[:, prefix:, :prefix].sum() == 0
+
+
+def test_bf16_outputs_are_finite():
+    model = build().to(torch.bfloat16)
+    for name in ('ppt-deit-s', 'jmp-deit-s'):
+        setting = copy.deepcopy(PAPER_SETTINGS[name])
+        setting['blocks'].update(blocks=[1, 2], r=3)
+        with torch.no_grad():
+            out = patched(model, setting)(images().to(torch.bfloat16))
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('reduction, match', [
+    (dict(blocks=dict(type='ToMe', r=100)), 'block 0 sees 17 tokens'),
+    (dict(blocks=dict(type='PPT', blocks=[1], r=20)), 'can remove 14'),
+    (dict(blocks=dict(type='Nope')), 'token_reduction.blocks'),
+    (dict(input=dict(type='NEPAM', window=(1, 8), num_windows=1)),
+     'window'),
+    (dict(input=dict(type='NEPAM', window=(1, 2), num_windows=9)),
+     'num_windows=9'),
+    (dict(blocks=dict(type='ToMe', r=1.5)), 'ToMe r'),
+    ('ppt', 'token_reduction must be one of'),
+])
+def test_bad_options_are_refused_at_patch_time(reduction, match):
+    with pytest.raises(ValueError, match=match):
+        apply_token_reduction(build(), reduction)
+
+
+def test_ppt_needs_a_class_token():
+    with pytest.raises(ValueError, match='no class token'):
+        apply_token_reduction(
+            build('vit_tiny_patch16_224', class_token=False,
+                  global_pool='avg'),
+            dict(blocks=dict(type='PPT', blocks=[1], r=2)))
