@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmtokred.benchmark import count_gflops
+from mmtokred.benchmark.flops import count_gflops
 
 
 def test_attention_is_counted():

@@ -11,7 +11,7 @@ from mmaction.structures import ActionDataSample
 from mmengine.config import Config
 
 from conftest import ROOT
-from mmtokred.models.timm_backbone import TimmTokenReductionViT
+from mmtokred.timm.backbone import TimmTokenReductionViT
 
 TINY = 'vit_tiny_patch16_224'
 TOME = dict(blocks=dict(type='ToMe', r=8), proportional_attention=True)

@@ -239,10 +239,13 @@ def test_paper_settings_run_and_reduce_flops_on_deit_s():
     dict(input=dict(type='NEPAM', window=(2, 2), ratio=0.5)),
     dict(input=dict(type='PatchSimilarityPruning', ratio=0.25)),
 ])
-@pytest.mark.parametrize('name', ['deit_tiny_patch16_224',
-                                  'deit_tiny_distilled_patch16_224'])
-def test_prefix_tokens_are_never_merged_or_pruned(name, reduction):
-    model = build(name, depth=4)
+@pytest.mark.parametrize('name, kwargs', [
+    ('deit_tiny_patch16_224', {}),
+    ('deit_tiny_distilled_patch16_224', {}),
+    ('vit_tiny_patch16_224', dict(reg_tokens=3)),
+])
+def test_prefix_tokens_are_never_merged_or_pruned(name, kwargs, reduction):
+    model = build(name, depth=4, **kwargs)
     ours = patched(model, dict(reduction, track_source=True))
     prefix = model.num_prefix_tokens
     with torch.no_grad():

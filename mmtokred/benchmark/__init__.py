@@ -1,6 +1,4 @@
-"""Side-by-side measurement of our backbone against stock MMAction2."""
-from .compare import compare
-from .flops import count_gflops
-from .memory import peak_memory
-
-__all__ = ['compare', 'count_gflops', 'peak_memory']
+"""Measurement: speed, FLOPs, memory and what a forward pass did, side by
+side with stock MMAction2 or timm. Import the submodules (``compare``,
+``flops``, ``memory``, ``observe``, ...); this package imports none of them,
+so measuring a timm model never loads MMAction2."""

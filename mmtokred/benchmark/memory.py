@@ -17,7 +17,9 @@ import torch
 
 from .forward import forward_fn, prepare
 
-_FRESH_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
+#: Environment of a fresh process measuring a peak: glibc maps large blocks
+#: and trims at once, so the resident peak is the forward pass's own.
+FRESH_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
 
 
 def _status_kib(field: str) -> int:
@@ -59,7 +61,7 @@ def peak_memory_fresh_process(spec: Dict) -> Dict[str, float]:
     ``inputs`` (files saved by the caller), ``amp``, ``dtype`` and
     ``compile`` (as for :func:`~mmtokred.benchmark.forward.prepare`).
     """
-    env = {**os.environ, **_FRESH_ENV}
+    env = {**os.environ, **FRESH_ENV}
     result = subprocess.run(
         [sys.executable, '-m', 'mmtokred.benchmark.memory',
          json.dumps(spec)],

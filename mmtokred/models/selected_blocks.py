@@ -7,7 +7,7 @@ from torch import Tensor
 from ..ops import (KEEP_MEAN, activation_norm_importance,
                    attention_sharpness_importance, pooled_query_importance,
                    random_importance, received_attention_importance)
-from ..ops.checks import check_choice, check_counts, check_int, is_int
+from ..ops.checks import check_block_counts, check_choice, check_int
 from .reducers import AttentionInputs, BlockReducer
 
 #: name -> score(x, attn, seed): ``(B, N)`` importances summing to 1. See
@@ -56,16 +56,8 @@ class SelectedBlocksReducer(BlockReducer):
     def __init__(self, blocks: Sequence[int],
                  r: Union[int, Sequence[int]]) -> None:
         super().__init__()
-        name = type(self).__name__
-        if not isinstance(blocks, (list, tuple)) or not blocks or not all(
-                map(is_int, blocks)) or min(blocks) < 0 or len(
-                    set(blocks)) != len(blocks):
-            raise ValueError(f'{name} blocks must be a list of distinct block '
-                             f'indices >= 0, got {blocks!r}')
-        counts = check_counts(f'{name} r', r, len(blocks))
-        if is_int(r):
-            counts = counts * len(blocks)
-        self.removals: Dict[int, int] = dict(zip(blocks, counts))
+        self.removals: Dict[int, int] = check_block_counts(
+            type(self).__name__, blocks, r)
 
     def requested(self, block_index: int) -> int:
         return self.removals.get(block_index, 0)

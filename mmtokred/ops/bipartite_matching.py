@@ -71,12 +71,18 @@ def bipartite_soft_matching(metric: Tensor,
         src = src.gather(1, src_idx.expand(batch, r, channels))
         dst = dst.scatter_reduce(
             1, dst_idx.expand(batch, r, channels), src, reduce=reduce)
-        # The protected tokens stay first, in their order (the class token
-        # from A, a distillation token from B), as ToMe's timm patch keeps
-        # them: the next split into A and B leaves them where they were.
+        if not protected:
+            return torch.cat([unmerged, dst], dim=1)
+        # The protected tokens stay first and in their order (a class token
+        # from A, a distillation token from B, as ToMe's timm patch keeps
+        # them; registers alternating): the next split into A and B finds
+        # them where they were.
         a_kept, b_kept = (protected + 1) // 2, protected // 2
-        return torch.cat([unmerged[:, :a_kept], dst[:, :b_kept],
-                          unmerged[:, a_kept:], dst[:, b_kept:]], dim=1)
+        front = torch.cat([unmerged[:, :a_kept], dst[:, :b_kept]], dim=1)
+        front = front[:, [i // 2 + (i % 2) * a_kept
+                          for i in range(protected)]]
+        return torch.cat([front, unmerged[:, a_kept:], dst[:, b_kept:]],
+                         dim=1)
 
     return merge, r
 

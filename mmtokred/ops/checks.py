@@ -7,7 +7,7 @@ Every rule names the field, the value and what is allowed.
 """
 import math
 from numbers import Integral, Real
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 
 def is_int(value) -> bool:
@@ -58,6 +58,22 @@ def check_counts(field: str, value: Union[int, Sequence[int]],
     if any(c < 0 for c in counts):
         raise ValueError(f'{field} must be >= 0 in every block, got {value}')
     return counts
+
+
+def check_block_counts(name: str, blocks: Sequence[int],
+                       r: Union[int, Sequence[int]]) -> Dict[int, int]:
+    """Distinct block indices >= 0 and the tokens each removes (one count
+    for all, or one per block): ``{block: count}``. ``name`` is the
+    reducer's, for the messages."""
+    if not isinstance(blocks, (list, tuple)) or not blocks or not all(
+            map(is_int, blocks)) or min(blocks) < 0 or len(
+                set(blocks)) != len(blocks):
+        raise ValueError(f'{name} blocks must be a list of distinct block '
+                         f'indices >= 0, got {blocks!r}')
+    counts = check_counts(f'{name} r', r, len(blocks))
+    if is_int(r):
+        counts = counts * len(blocks)
+    return dict(zip(blocks, counts))
 
 
 def check_choice(field: str, value, allowed: Sequence) -> None:

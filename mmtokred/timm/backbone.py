@@ -13,7 +13,7 @@ from mmaction.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ..timm import apply_token_reduction
+from .patch import apply_token_reduction
 
 
 @MODELS.register_module()

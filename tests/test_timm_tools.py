@@ -1,0 +1,116 @@
+"""tools/eval_timm.py and tools/benchmark_timm.py end to end on a tiny timm
+ViT with random weights (needs timm: the conftest leaves this file out
+without it)."""
+import json
+import re
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from conftest import run_tool
+
+MODEL = 'deit_tiny_patch16_224'
+
+
+class NotAWeight:
+    """Pickled into a checkpoint that safe loading must refuse."""
+
+
+@pytest.fixture(scope='module')
+def image_folder(tmp_path_factory):
+    """2 classes x 4 random 64x64 PNGs."""
+    root = tmp_path_factory.mktemp('images')
+    rng = np.random.default_rng(0)
+    for name in ('cat', 'dog'):
+        (root / name).mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3),
+                                         dtype=np.uint8)).save(
+                root / name / f'{i}.png')
+    return root
+
+
+@pytest.fixture(scope='module')
+def rigged_checkpoint(tmp_path_factory):
+    """Random DeiT-Tiny weights whose head always ranks class 0, then 1:
+    top-1 is the share of class 0, top-5 100%, whatever the tokens."""
+    torch.manual_seed(0)
+    state = timm.create_model(MODEL, pretrained=False).state_dict()
+    state['head.weight'].zero_()
+    state['head.bias'].zero_()
+    state['head.bias'][:2] = torch.tensor([2., 1.])
+    path = tmp_path_factory.mktemp('ckpt') / 'deit_tiny.pth'
+    torch.save({'model': state, 'epoch': 300}, path)
+    return path
+
+
+def test_eval_timm(image_folder, rigged_checkpoint, tmp_path):
+    out = tmp_path / 'eval.json'
+    result = run_tool([
+        sys.executable, 'tools/eval_timm.py', MODEL, str(image_folder),
+        '--token-reduction',
+        "{'blocks': {'type': 'ToMe', 'r': 8}, 'proportional_attention': True}",
+        '--checkpoint', str(rigged_checkpoint), '--limit', '6',
+        '--batch-size', '4', '--workers', '0', '--json', str(out)])
+    lines = result.stdout.strip().splitlines()
+    assert 'on 6 images of' in lines[0], result.stdout
+    figures = {}
+    for name in ('timm', 'reduced'):
+        line = next(line for line in lines if line.startswith(name + ':'))
+        top1, top5, gmacs = map(float, re.findall(
+            r'top-1 +([\d.]+) +top-5 +([\d.]+) +GMACs ([\d.]+)', line)[0])
+        figures[name] = top1, top5, gmacs
+    # Evenly spread: 3 of each class; the rigged head says class 0 always.
+    assert figures['timm'][:2] == figures['reduced'][:2] == (50.0, 100.0)
+    assert figures['reduced'][2] < figures['timm'][2]
+    assert 'difference (reduced - timm): top-1 +0.00  top-5 +0.00' in lines
+    assert 'agreement of top-1 predictions: 100.00%' in lines
+    saved = json.loads(out.read_text())
+    assert saved['images'] == 6 and saved['classes'] == 2
+    assert saved['token_reduction']['blocks'] == {'type': 'ToMe', 'r': 8}
+
+
+def test_eval_timm_refuses_unsafe_checkpoint(image_folder, tmp_path):
+    path = tmp_path / 'unsafe.pth'
+    torch.save({'model': {}, 'extra': NotAWeight()}, path)
+    result = run_tool([
+        sys.executable, 'tools/eval_timm.py', MODEL, str(image_folder),
+        '--token-reduction', 'ppt-deit-s', '--checkpoint', str(path)],
+        check=False)
+    assert result.returncode != 0
+    assert 'weights_only' in result.stderr, result.stderr[-2000:]
+
+
+def test_benchmark_timm_json(tmp_path):
+    out = tmp_path / 'bench.json'
+    result = run_tool([
+        sys.executable, 'tools/benchmark_timm.py', MODEL,
+        '--token-reduction', 'ppt-deit-s', '--batch-size', '1',
+        '--repeats', '1', '--warmup', '0', '--device', 'cpu',
+        '--json', str(out)])
+    assert 'ppt-deit-s' in result.stdout and 'GMACs' in result.stdout
+    saved = json.loads(out.read_text())
+    (bench, ) = saved['results']
+    assert bench['model'] == MODEL and bench['repeats'] == 1
+    assert bench['input_shape'] == [1, 3, 224, 224]
+    rows = bench['rows']
+    assert list(rows) == ['timm', 'ppt-deit-s']
+    keys = {'gflops_per_image', 'flops_ratio_vs_timm', 'images_per_s',
+            'seconds_per_batch', 'seconds_per_repeat', 'spread',
+            'speedup_vs_timm', 'speedup_range', 'activation_mib',
+            'total_mib', 'peak_mem_ratio_vs_timm', 'tokens',
+            'token_reduction'}
+    for row in rows.values():
+        assert keys <= set(row), keys - set(row)
+        assert len(row['seconds_per_repeat']) == 1 and row['images_per_s'] > 0
+    timm_row, ppt = rows['timm'], rows['ppt-deit-s']
+    assert ppt['gflops_per_image'] < timm_row['gflops_per_image']
+    assert ppt['flops_ratio_vs_timm'] == pytest.approx(
+        ppt['gflops_per_image'] / timm_row['gflops_per_image'])
+    assert ppt['flops_ratio_vs_timm'] <= 0.65  # PPT's 2.94 of 4.6 GMACs
+    assert timm_row['tokens'][0] == timm_row['tokens'][-1] == 197
+    assert ppt['tokens'][-1] == 197 - 3 * 50
