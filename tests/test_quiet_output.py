@@ -84,7 +84,7 @@ def test_init_checkpoint_errors_still_show(tmp_path):
 
 
 def test_sweep_timings_take_turns():
-    from mmtokred.benchmark.sweep import interleaved_times, spread
+    from mmtokred.benchmark.forward import interleaved_times, spread
     calls = []
     forwards = {name: (lambda name=name: calls.append(name))
                 for name in ('dense', 'a', 'b')}

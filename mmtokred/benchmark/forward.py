@@ -1,7 +1,7 @@
 """The measured work, and how it is timed: shared by every benchmark."""
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,3 +73,24 @@ def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
             forward()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def interleaved_times(forwards: Dict[str, Callable], warmup: int,
+                      repeats: int) -> Dict[str, List[float]]:
+    """Each forward's wall time in every repetition, the forwards taking
+    turns: one turn of :func:`seconds_per_batch` per repetition, so each
+    turn's time is kept."""
+    times: Dict[str, List[float]] = {name: [] for name in forwards}
+    for turn in range(repeats):
+        seconds = seconds_per_batch(forwards, warmup if turn == 0 else 0, 1)
+        for name, value in seconds.items():
+            times[name].append(value)
+    return times
+
+
+def spread(times: Sequence[float]) -> Optional[float]:
+    """``(max - min) / median`` of repeated timings; None for fewer than
+    two (nothing to compare)."""
+    if len(times) < 2:
+        return None
+    return (max(times) - min(times)) / statistics.median(times)

@@ -42,7 +42,7 @@ from mmengine.utils import ProgressBar
 from ..models.reducers import SWITCHES
 from ..models.selected_blocks import every_block, proportional_blocks
 from .flops import count_gflops
-from .forward import forward_fn, seconds_per_batch
+from .forward import forward_fn, interleaved_times, spread
 from .observe import TokenRecorder
 
 #: The main methods, measured at every target; NEPAM followed by an in-block
@@ -231,27 +231,6 @@ def model_grid(cfg: Config) -> Grid:
     size = backbone.get('img_size', 224) // backbone.get('patch_size', 16)
     frames = backbone.get('num_frames', 16) // backbone.get('tubelet_size', 2)
     return Grid(frames * size * size, backbone.get('depth', 12))
-
-
-def interleaved_times(forwards: Dict[str, Callable], warmup: int,
-                      repeats: int) -> Dict[str, List[float]]:
-    """Each forward's wall time in every repetition, the forwards taking
-    turns: one turn of :func:`forward.seconds_per_batch` (the benchmark's
-    timing) per repetition, so each turn's time is kept."""
-    times: Dict[str, List[float]] = {name: [] for name in forwards}
-    for turn in range(repeats):
-        seconds = seconds_per_batch(forwards, warmup if turn == 0 else 0, 1)
-        for name, value in seconds.items():
-            times[name].append(value)
-    return times
-
-
-def spread(times: Sequence[float]) -> Optional[float]:
-    """``(max - min) / median`` of repeated timings; None for fewer than
-    two (nothing to compare)."""
-    if len(times) < 2:
-        return None
-    return (max(times) - min(times)) / statistics.median(times)
 
 
 class Costs:

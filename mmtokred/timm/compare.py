@@ -30,8 +30,8 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import Tensor, nn
 
 from ..benchmark.flops import count_gflops
-from ..benchmark.forward import (DTYPES, device_name, prepare,
-                                 seconds_per_batch)
+from ..benchmark.forward import (DTYPES, device_name, interleaved_times,
+                                 prepare, spread)
 from ..benchmark.memory import FRESH_ENV, peak_memory
 from ..benchmark.peak import cpu_peak
 from .patch import PAPER_SETTINGS, apply_token_reduction
@@ -273,12 +273,7 @@ def compare_timm(model_name: str,
             gflops_per_image=count_gflops(one_image),
             tokens=tokens_through_blocks(model, one_image))
 
-    # Interleaved: each repetition times every model once, in turn.
-    times: Dict[str, List[float]] = {label: [] for label in models}
-    for repeat in range(repeats):
-        once = seconds_per_batch(forwards, warmup if repeat == 0 else 0, 1)
-        for label, seconds in once.items():
-            times[label].append(seconds)
+    times = interleaved_times(forwards, warmup, repeats)
 
     if dev.type == 'cuda':
         for label, forward in forwards.items():
@@ -302,7 +297,7 @@ def compare_timm(model_name: str,
             seconds_per_repeat=times[label],
             seconds_per_batch=seconds,
             images_per_s=batch_size / seconds,
-            spread=(max(times[label]) - min(times[label])) / seconds,
+            spread=spread(times[label]) or 0.,
             # two FLOPs per multiply-accumulate, as peaks count
             gflops_per_s=2 * row['gflops_per_image'] * batch_size / seconds)
     for label, row in rows.items():
