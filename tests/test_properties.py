@@ -10,7 +10,7 @@ from mmaction.registry import MODELS
 
 from mmtokred.benchmark.observe import TokenRecorder
 from mmtokred.benchmark.sweep import METHODS, Grid
-from mmtokred.models.reducers import plan_tokens
+from mmtokred.ops import plan_tokens
 
 #: Fields an error may name: every message must name one of them.
 FIELDS = ('window', 'ratio', 'num_windows', 'threshold', 'distance',

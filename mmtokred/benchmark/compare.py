@@ -13,7 +13,7 @@ from .forward import (DTYPES, autocast_dtype, device_name, forward_fn,
                       prepare, seconds_per_batch)
 from .memory import peak_memory, peak_memory_fresh_process
 from .observe import ReducerTimer, TokenRecorder
-from .peak import cpu_peak
+from .peak import cpu_peak, peak_line
 from .variants import build_variants
 
 
@@ -212,12 +212,9 @@ def format_table(result: Dict) -> str:
                      f"{fig['total_mib']:>10.1f}  {tokens}")
     peak = result.get('peak')
     if peak:
-        best = max(fig['gflops_per_s'] for fig in result['models'].values())
-        lines.append(
-            f"machine peak {peak['gflops']:.0f} GFLOP/s ({peak['unit']}, "
-            f"{peak['cores']} cores at {peak['ghz']:.2f} GHz, 2 FMA pipes "
-            f"each): the fastest model here reaches "
-            f"{100 * best / peak['gflops']:.0f}% of it")
+        lines.append(peak_line(peak, max(
+            fig['gflops_per_s'] for fig in result['models'].values()),
+            'model'))
     lines.append(
         f"ours vs stock: speedup {result['speedup_vs_stock']:.2f}x, FLOPs "
         f"{result['flops_ratio_vs_stock']:.3f}, peak memory "

@@ -59,3 +59,12 @@ def cpu_peak(dtype: torch.dtype) -> Optional[Dict]:
     cores = torch.get_num_threads()
     return dict(gflops=FLOPS_PER_CYCLE[unit] * ghz * cores, unit=unit,
                 ghz=ghz, cores=cores)
+
+
+def peak_line(peak: Dict, best_gflops_per_s: float, what: str) -> str:
+    """The machine's peak (from :func:`cpu_peak`) and the share of it the
+    fastest of ``what`` (e.g. 'model', 'row') reached."""
+    return (f"machine peak {peak['gflops']:.0f} GFLOP/s ({peak['unit']}, "
+            f"{peak['cores']} cores at {peak['ghz']:.2f} GHz, 2 FMA pipes "
+            f"each): the fastest {what} here reaches "
+            f"{100 * best_gflops_per_s / peak['gflops']:.0f}% of it")

@@ -192,39 +192,6 @@ class TokenReduction(NamedTuple):
     track_source: bool = False
 
 
-class TokenPlan(NamedTuple):
-    """Token counts a reduction gives clips of one grid, from shapes only."""
-    tokens: List[int]  #: tokens entering each block
-    caps: List[str]  #: one line per block whose budget exceeds its capacity
-
-    def describe_caps(self, shown: int = 3) -> str:
-        """The first ``shown`` caps, and how many more there are."""
-        more = len(self.caps) - shown
-        return '; '.join(self.caps[:shown]) + (
-            f'; and {more} more blocks' if more > 0 else '')
-
-
-def plan_tokens(input_reducer: Optional[InputReducer],
-                block_reducer: Optional[BlockReducer], grid: Sequence[int],
-                depth: int) -> TokenPlan:
-    """What the reducers do to clips of the ``(T', H', W')`` ``grid`` in
-    ``depth`` blocks (an upper bound where the input stage adapts)."""
-    n = math.prod(grid) if input_reducer is None else \
-        input_reducer.tokens_out(grid)
-    tokens, caps = [], []
-    for index in range(depth):
-        tokens.append(n)
-        if block_reducer is None:
-            continue
-        wanted = block_reducer.requested(index)
-        removed = block_reducer.removal(index, n)
-        if removed < wanted:
-            caps.append(f'block {index} sees {n} tokens and can remove '
-                        f'{removed}, not {wanted}')
-        n -= removed
-    return TokenPlan(tokens, caps)
-
-
 def build_token_reduction(cfg: Optional[Dict], depth: int) -> TokenReduction:
     """Build the reducers named by a backbone's ``token_reduction``."""
     if cfg is None:

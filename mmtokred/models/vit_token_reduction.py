@@ -9,9 +9,9 @@ from mmaction.models.backbones.vit_mae import VisionTransformer
 from mmaction.registry import MODELS
 from torch import Tensor
 
-from ..ops import TokenState
+from ..ops import TokenState, plan_tokens
 from .blocks import FusedAttention, ReducibleBlock
-from .reducers import build_token_reduction, plan_tokens
+from .reducers import build_token_reduction
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
 

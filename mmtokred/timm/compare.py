@@ -33,7 +33,7 @@ from ..benchmark.flops import count_gflops
 from ..benchmark.forward import (DTYPES, device_name, interleaved_times,
                                  prepare, spread)
 from ..benchmark.memory import FRESH_ENV, peak_memory
-from ..benchmark.peak import cpu_peak
+from ..benchmark.peak import cpu_peak, peak_line
 from .patch import PAPER_SETTINGS, apply_token_reduction
 
 #: Benchmarked when no model is named.
@@ -358,11 +358,8 @@ def format_table(result: Dict) -> str:
         "repeats' times; peak MiB: the forward pass's own peak")
     peak = result.get('peak')
     if peak:
-        best = max(row['gflops_per_s'] for row in result['rows'].values())
-        lines.append(
-            f"machine peak {peak['gflops']:.0f} GFLOP/s ({peak['unit']}, "
-            f"{peak['cores']} cores at {peak['ghz']:.2f} GHz): the fastest "
-            f"row here reaches {100 * best / peak['gflops']:.0f}% of it")
+        lines.append(peak_line(peak, max(
+            row['gflops_per_s'] for row in result['rows'].values()), 'row'))
     return '\n'.join(lines)
 
 

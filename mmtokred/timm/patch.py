@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..ops import (TokenState, attention, bipartite_soft_matching,
                    joint_merge_prune, merge_in_rounds, merge_schedule,
-                   merge_with_sizes, neighbour_merge, prune,
+                   merge_with_sizes, neighbour_merge, plan_tokens, prune,
                    similarity_prune_index)
 from ..ops.checks import (check_block_counts, check_choice, check_counts,
                           check_cosine, check_int, check_number, is_int)
@@ -561,20 +561,13 @@ def apply_token_reduction(model: nn.Module,
     prefix = model.num_prefix_tokens
     if block_reducer is not None:
         block_reducer.bind(len(model.blocks), prefix)
-    grid = model.patch_embed.grid_size
-    n = prefix + (math.prod(grid) if input_reducer is None else
-                  input_reducer.tokens_out(grid))
-    for index in range(len(model.blocks)):
-        if block_reducer is None:
-            break
-        wanted = block_reducer.requested(index)
-        can = block_reducer.removal(index, n)
-        if can < wanted:
-            raise ValueError(
-                f'token_reduction.blocks: {type(block_reducer).__name__} '
-                f'block {index} sees {n} tokens ({prefix} of them prefix '
-                f'tokens) and can remove {can}, not {wanted}. Lower r')
-        n -= can
+    plan = plan_tokens(input_reducer, block_reducer,
+                       model.patch_embed.grid_size, len(model.blocks), prefix)
+    if plan.caps:
+        raise ValueError(
+            f'token_reduction.blocks: {type(block_reducer).__name__} asks for '
+            f'more tokens than the blocks see ({prefix} prefix tokens '
+            f'included): {plan.describe_caps()}. Lower r')
 
     for block in model.blocks:
         block.__class__ = ReducingBlock
