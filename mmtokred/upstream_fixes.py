@@ -265,15 +265,31 @@ def _patch_checkpoint_loader() -> None:
 #    _init_dist_pytorch and Runner.wrap_model; no upstream issue found).
 #    Initialise gloo ourselves, so the Runner skips init_dist, and wrap
 #    without device_ids.
+#    With CUDA but fewer GPUs than processes per node, init_dist's
+#    set_device fails with "invalid device ordinal"; tools/torchrun.sh then
+#    hides the GPUs, and a launch that bypasses it gets an error that says so.
 # ---------------------------------------------------------------------------
 def prepare_cpu_distributed(cfg) -> None:
     """Make ``cfg`` runnable under ``--launcher pytorch`` on a CPU machine.
 
-    Does nothing when CUDA is available or the launcher is not pytorch.
-    The caller must call :func:`finish_distributed` at exit.
+    Does nothing when the launcher is not pytorch, nor when CUDA has a GPU
+    for every process of the node (it refuses fewer, naming the fix). The
+    caller must call :func:`finish_distributed` at exit.
     """
     import torch.distributed as dist
-    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available():
+    if cfg.get('launcher') != 'pytorch':
+        return
+    if torch.cuda.is_available():
+        procs = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+        gpus = torch.cuda.device_count()
+        if procs > gpus:
+            raise RuntimeError(
+                f'{procs} processes per node but {gpus} GPU(s) visible: '
+                'each process needs its own GPU. Start at most '
+                f'{gpus} processes, or launch with tools/dist_test.sh / '
+                'tools/torchrun.sh, which run them on the CPU over gloo '
+                'when GPUs are too few (or set CUDA_VISIBLE_DEVICES= '
+                'yourself)')
         return
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')

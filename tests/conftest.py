@@ -8,6 +8,9 @@ from typing import Dict, List, Optional, Set
 
 import pytest
 import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmaction.utils import register_all_modules
@@ -17,6 +20,52 @@ register_all_modules()  # mmaction as the default scope, as configs set it
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / 'configs' / 'demo' / 'videomae_tiny_dense.py'
+
+#: A small backbone (token grid 4 x 4 x 4) for the tests that run every
+#: method: tests/test_fast_path.py, test_device_placement.py, test_cuda.py.
+SMALL_BACKBONE = dict(type='TokenReductionVisionTransformer', img_size=64,
+                      patch_size=16, embed_dims=48, depth=4, num_heads=4,
+                      num_frames=8)
+#: Every method with a fixed budget on it: one token count per clip shape,
+#: so one graph under torch.compile and no host sync.
+FIXED_BUDGETS = {
+    'nepam_ratio': dict(input=dict(type='NEPAM', ratio=0.5)),
+    'nepam_num_windows': dict(input=dict(type='NEPAM', window=(2, 2, 2),
+                                         num_windows=3), track_source=True),
+    'tome': dict(blocks=dict(type='ToMe', r=6)),
+    'tome_protected': dict(blocks=dict(type='ToMe', r=6, protected=1)),
+    'nepam_tome_proportional': dict(
+        input=dict(type='NEPAM', ratio=0.3), blocks=dict(type='ToMe', r=4),
+        proportional_attention=True),
+    'ppt': dict(blocks=dict(type='PPT', blocks=(1, 2), r=(10, 8))),
+    'ppt_paper_rule': dict(blocks=dict(type='PPT', blocks=(1, 2), r=10,
+                                       rule='paper', threshold=7e-5)),
+    'jmp': dict(blocks=dict(type='JMP', blocks=(1, 2), r=(10, 8))),
+    **{f'token_pruning_{importance}': dict(blocks=dict(
+        type='TokenPruning', blocks=(1, 2), r=10, importance=importance))
+       for importance in ('random', 'received', 'pooled_query', 'norm',
+                          'sharpness')},
+    'token_pruning_fuse': dict(blocks=dict(type='TokenPruning', blocks=(1, ),
+                                           r=10, keep_mean='fuse')),
+    'similarity_pruning': dict(blocks=dict(type='SimilarityPruning',
+                                           blocks=(1, 2), r=10)),
+    'patch_similarity': dict(input=dict(type='PatchSimilarityPruning',
+                                        ratio=0.4)),
+    'nepam_jmp_tracked': dict(input=dict(type='NEPAM', ratio=0.5),
+                              blocks=dict(type='JMP', blocks=(1, ), r=10),
+                              track_source=True),
+}
+#: NEPAM's threshold mode: as many tokens as the content allows.
+THRESHOLD = dict(input=dict(type='NEPAM', ratio=None, threshold=0.5))
+
+
+def build_small(token_reduction: Optional[Dict]) -> torch.nn.Module:
+    """:data:`SMALL_BACKBONE` with ``token_reduction``, seeded, in eval
+    mode."""
+    from mmaction.registry import MODELS
+    torch.manual_seed(0)
+    return MODELS.build(dict(SMALL_BACKBONE,
+                             token_reduction=token_reduction)).eval()
 
 
 def _timm_unavailable() -> Optional[str]:
@@ -70,6 +119,30 @@ def pytest_pycollect_makemodule(module_path, parent):
 def pytest_terminal_summary(terminalreporter):
     if _timm_files_left_out:
         terminalreporter.write_line(TIMM_SKIPPED.format(TIMM_UNAVAILABLE))
+
+
+def _on_host(t: object) -> bool:
+    # 0-dim CPU tensors are Python scalars torch wrapped: CUDA takes them.
+    return isinstance(t, Tensor) and t.device.type == 'cpu' and t.dim() > 0
+
+
+class OneDevice(TorchDispatchMode):
+    """Fails any operation whose tensor arguments are on several devices,
+    and any copy of a host tensor to another device."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        devices = {t.device for t in tree_leaves((args, kwargs))
+                   if isinstance(t, Tensor) and (t.dim() or
+                                                 t.device.type != 'cpu')}
+        if len(devices) > 1:
+            raise AssertionError(
+                f'{func} mixes devices {sorted(map(str, devices))}')
+        target = kwargs.get('device')
+        if func is torch.ops.aten._to_copy.default and _on_host(args[0]) \
+                and target is not None and torch.device(target).type != 'cpu':
+            raise AssertionError(f'{func} copies a host tensor to {target}')
+        return func(*args, **kwargs)
 
 
 def run_tool(args: List[str], check: bool = True,

@@ -3,37 +3,9 @@ no host sync (a sync or a data-dependent shape is a graph break), and every
 method runs in bf16."""
 import pytest
 import torch
-from mmaction.registry import MODELS
 
-SMALL = dict(type='TokenReductionVisionTransformer', img_size=64,
-             patch_size=16, embed_dims=48, depth=4, num_heads=4, num_frames=8)
-FIXED_BUDGETS = {
-    'nepam_ratio': dict(input=dict(type='NEPAM', ratio=0.5)),
-    'nepam_num_windows': dict(input=dict(type='NEPAM', window=(2, 2, 2),
-                                         num_windows=3), track_source=True),
-    'tome': dict(blocks=dict(type='ToMe', r=6)),
-    'nepam_tome_proportional': dict(
-        input=dict(type='NEPAM', ratio=0.3), blocks=dict(type='ToMe', r=4),
-        proportional_attention=True),
-    'ppt': dict(blocks=dict(type='PPT', blocks=(1, 2), r=(10, 8))),
-    'ppt_paper_rule': dict(blocks=dict(type='PPT', blocks=(1, 2), r=10,
-                                       rule='paper', threshold=7e-5)),
-    'jmp': dict(blocks=dict(type='JMP', blocks=(1, 2), r=(10, 8))),
-    'token_pruning': dict(blocks=dict(type='TokenPruning', blocks=(1, 2),
-                                      r=10, importance='random')),
-    'similarity_pruning': dict(blocks=dict(type='SimilarityPruning',
-                                           blocks=(1, 2), r=10)),
-    'patch_similarity': dict(input=dict(type='PatchSimilarityPruning',
-                                        ratio=0.4)),
-    'nepam_jmp_tracked': dict(input=dict(type='NEPAM', ratio=0.5),
-                              blocks=dict(type='JMP', blocks=(1, ), r=10),
-                              track_source=True),
-}
-
-
-def build(token_reduction):
-    torch.manual_seed(0)
-    return MODELS.build(dict(SMALL, token_reduction=token_reduction)).eval()
+from conftest import FIXED_BUDGETS, THRESHOLD
+from conftest import build_small as build
 
 
 @pytest.mark.parametrize('name', list(FIXED_BUDGETS))
@@ -54,7 +26,7 @@ def test_compiles_to_one_graph_and_matches_eager(name):
 def test_threshold_mode_is_the_one_that_breaks():
     """NEPAM's threshold mode keeps a data-dependent number of tokens: it
     cannot be one graph, and the test above would see that."""
-    model = build(dict(input=dict(type='NEPAM', ratio=None, threshold=0.5)))
+    model = build(THRESHOLD)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend='eager')
     with torch.no_grad(), pytest.raises(Exception):
@@ -64,8 +36,7 @@ def test_threshold_mode_is_the_one_that_breaks():
 @pytest.mark.parametrize('name', list(FIXED_BUDGETS) + ['nepam_threshold'])
 @pytest.mark.parametrize('cast', ['model', 'autocast'])
 def test_bf16_outputs_finite_and_near_fp32(name, cast):
-    reduction = FIXED_BUDGETS.get(
-        name, dict(input=dict(type='NEPAM', ratio=None, threshold=0.5)))
+    reduction = FIXED_BUDGETS.get(name, THRESHOLD)
     model = build(reduction)
     video = torch.randn(2, 3, 8, 64, 64,
                         generator=torch.Generator().manual_seed(1))

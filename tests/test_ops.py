@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -5,10 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmtokred.ops import (POSITIONS, REPRESENTATIVES, TokenState, attention,
-                          bipartite_soft_matching, merge_schedule,
-                          merge_with_sizes, neighbour_merge, tubelet_pixels,
-                          window_layout, window_scores)
+from mmtokred.ops import (PADDING_BIAS, POSITIONS, REPRESENTATIVES,
+                          TokenState, attention, bipartite_soft_matching,
+                          joint_merge_prune, merge_schedule, merge_with_sizes,
+                          neighbour_merge, similarity_prune_index,
+                          tubelet_pixels, weighted_mean, window_layout,
+                          window_scores)
+from mmtokred.ops.attention import (CPU_KERNEL_ENV, cpu_kernel,
+                                    cpu_kernel_reason, cpu_kernel_set_to,
+                                    set_cpu_kernel)
+from mmtokred.ops.cosine import cosine_similarities
 
 
 def test_pool_without_sizes_is_plain_mean():
@@ -47,7 +54,7 @@ def test_folded_key_bias_equals_explicit_bias(head_dim):
     q, k, v = torch.randn(3, 2, 4, 30, head_dim).unbind(0)
     size = torch.randint(1, 6, (2, 30)).float()
     state = TokenState(size=size[..., None])
-    bias = state.key_bias(proportional=True, dtype=q.dtype)
+    bias = state.key_bias(proportional=True)
     explicit = F.scaled_dot_product_attention(
         q, k, v, attn_mask=size.log()[:, None, None, :], scale=0.125)
     torch.testing.assert_close(attention(q, k, v, 0.125, bias), explicit)
@@ -58,31 +65,141 @@ def test_padding_bias_hides_padded_keys():
     size = torch.ones(1, 10, 1)
     size[:, 7:] = 0
     for proportional in (False, True):
-        bias = TokenState(size=size, padded=True).key_bias(
-            proportional, q.dtype)
+        bias = TokenState(size=size, padded=True).key_bias(proportional)
         got = attention(q, k, v, 0.25, bias)
         expected = F.scaled_dot_product_attention(
             q[:, :, :7], k[:, :, :7], v[:, :, :7], scale=0.25)
         torch.testing.assert_close(got[:, :, :7], expected)
 
 
+@pytest.mark.parametrize('kernel', ['fused', 'blocked'])
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('tokens', [30, 300])  # one block of queries, three
-def test_cpu_half_precision_attention_runs_in_query_blocks(dtype, tokens):
+@pytest.mark.parametrize('with_bias', [False, True])
+def test_both_cpu_half_precision_kernels_equal_explicit_attention(
+        kernel, dtype, tokens, with_bias):
+    # Each kernel forced, on whatever CPU runs the tests.
     q, k, v = torch.randn(3, 2, 4, tokens, 32).unbind(0)
     size = torch.randint(0, 4, (2, tokens, 1)).float()  # 0: padding
-    bias = TokenState(size=size, padded=True).key_bias(True, dtype)
+    bias = TokenState(size=size, padded=True).key_bias(True) \
+        if with_bias else None
     expected = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias.float()[:, None, None, :], scale=0.2)
-    got = attention(q.to(dtype), k.to(dtype), v.to(dtype), 0.2, bias)
+        q, k, v, scale=0.2,
+        attn_mask=None if bias is None else bias[:, None, None, :])
+    with cpu_kernel_set_to(kernel):
+        assert cpu_kernel(dtype) == kernel
+        got = attention(q.to(dtype), k.to(dtype), v.to(dtype), 0.2, bias)
     assert got.dtype == dtype and torch.isfinite(got).all()
     torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.02)
 
 
+@pytest.mark.parametrize('has_units', [False, True])
+def test_auto_kernel_is_fused_exactly_where_torch_has_matrix_units(
+        monkeypatch, has_units):
+    attention_module = sys.modules['mmtokred.ops.attention']
+    monkeypatch.setattr(attention_module, 'fused_kernel_has_matrix_units',
+                        lambda dtype: has_units)
+    ran = []
+    monkeypatch.setattr(attention_module, 'blocked_attention',
+                        lambda *args: ran.append('blocked') or args[0])
+    q = torch.randn(1, 2, 10, 8, dtype=torch.bfloat16)
+    with cpu_kernel_set_to('auto'):
+        for dtype in (torch.bfloat16, torch.float16):
+            assert cpu_kernel(dtype) == ('fused' if has_units else 'blocked')
+            assert ('AMX' in cpu_kernel_reason(dtype))
+        attention(q, q, q, 0.5)
+        # fp32 and anything off the CPU always take torch's fused kernel.
+        assert cpu_kernel(torch.float32) == 'fused'
+    assert ran == ([] if has_units else ['blocked'])
+    with cpu_kernel_set_to('blocked'):
+        assert cpu_kernel(torch.bfloat16) == 'blocked'
+        assert cpu_kernel(torch.float32) == 'fused'
+
+
+def test_auto_kernel_asks_torch_for_amx():
+    # What torch reports of this CPU decides; the test runs on every CPU.
+    amx = torch.backends.mkldnn.is_available() and \
+        torch.cpu._is_amx_tile_supported()
+    with cpu_kernel_set_to('auto'):
+        assert cpu_kernel(torch.bfloat16) == ('fused' if amx else 'blocked')
+
+
+def test_unknown_kernel_settings_are_refused():
+    with pytest.raises(ValueError, match="one of .'auto', 'fused', "
+                       "'blocked'.*'fast'"):
+        set_cpu_kernel('fast')
+    from conftest import ROOT
+    result = subprocess.run(
+        [sys.executable, '-c', 'import mmtokred.ops'], cwd=ROOT,
+        capture_output=True, text=True,
+        env={**os.environ, CPU_KERNEL_ENV: 'amx'})
+    assert result.returncode != 0
+    assert f"{CPU_KERNEL_ENV} must be one of ('auto', 'fused', 'blocked'), " \
+        "got 'amx'" in result.stderr
+
+
+# --- precision: what half precision on a GPU would break -------------------
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_padding_bias_stays_finite_in_half_precision(dtype):
+    size = torch.tensor([[[2.], [1.], [0.], [0.]]])
+    for proportional in (False, True):
+        bias = TokenState(size=size, padded=True).key_bias(proportional)
+        assert bias.dtype == torch.float32
+        # A flash kernel's tile of padded keys alone keeps a finite maximum.
+        assert torch.isfinite(bias.to(dtype)).all()
+        # ... and a padded key still gets no attention beside a real one.
+        logits = torch.stack([bias[0], bias[0] - 50], 0).to(dtype)
+        assert (logits.float().softmax(-1)[:, 2:] == 0).all()
+    assert torch.tensor(PADDING_BIAS + 100.).exp() == 0
+
+
+def test_pool_sums_in_fp32_so_fp16_does_not_overflow():
+    # ViT-B's 1568 tokens with a channel at 50: the fp16 sum (78400) is past
+    # fp16's largest number, the mean is not.
+    x = torch.full((1, 1568, 4), 50., dtype=torch.float16)
+    state = TokenState(size=torch.ones(1, 1568, 1))
+    pooled = state.pool(x)
+    assert pooled.dtype == torch.float16
+    assert torch.equal(pooled, torch.full((1, 4), 50., dtype=torch.float16))
+    assert torch.equal(weighted_mean(x, state.size), pooled)
+
+
+def _similar_tokens(n=1568, d=64, seed=0):
+    # Near-duplicate tokens: their similarities differ in the 4th digit,
+    # which bf16 products would round away into ties.
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, 8, d, generator=generator)
+    return (base.repeat(1, n // 8, 1) +
+            0.05 * torch.randn(1, n, d, generator=generator))
+
+
+def test_similarities_stay_fp32_under_autocast():
+    a, b = _similar_tokens()[:, ::2], _similar_tokens()[:, 1::2]
+    expected = cosine_similarities(a, b)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = cosine_similarities(a, b)
+        assert (a @ b.transpose(1, 2)).dtype == torch.bfloat16  # autocast on
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+
+
+def test_reducers_decide_alike_with_and_without_autocast():
+    x = _similar_tokens()
+    outside = bipartite_soft_matching(x, 700)[0](x)
+    pruned = similarity_prune_index(x, 700)[0]
+    state = TokenState(size=torch.ones(1, x.shape[1], 1))
+    importance = torch.rand(1, x.shape[1],
+                            generator=torch.Generator().manual_seed(1))
+    joint = joint_merge_prune(x, x, state, importance, 700, 0.9)[2]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.equal(bipartite_soft_matching(x, 700)[0](x), outside)
+        assert torch.equal(similarity_prune_index(x, 700)[0], pruned)
+        assert torch.equal(
+            joint_merge_prune(x, x, state, importance, 700, 0.9)[2], joint)
+
+
 def test_no_bias_without_sizes_or_padding():
-    assert TokenState().key_bias(True, torch.float32) is None
-    assert TokenState(size=torch.ones(1, 3, 1)).key_bias(
-        False, torch.float32) is None
+    assert TokenState().key_bias(True) is None
+    assert TokenState(size=torch.ones(1, 3, 1)).key_bias(False) is None
 
 
 # --- bipartite soft matching ---------------------------------------------

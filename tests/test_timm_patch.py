@@ -8,6 +8,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from conftest import OneDevice
 from mmtokred.timm import PAPER_SETTINGS, apply_token_reduction
 
 SMALL = dict(img_size=64, num_classes=5)
@@ -232,13 +233,17 @@ def test_paper_settings_run_and_reduce_flops_on_deit_s():
                                    'patchsim-deit-s'}
 
 
-@pytest.mark.parametrize('reduction', [
+#: Every reducer of the patch, on 4-block tiny models.
+REDUCTIONS = [
     dict(blocks=dict(type='ToMe', r=3)),
     dict(blocks=dict(type='PPT', blocks=[0, 2], r=4)),
     dict(blocks=dict(type='JMP', blocks=[0, 2], r=4)),
     dict(input=dict(type='NEPAM', window=(2, 2), ratio=0.5)),
     dict(input=dict(type='PatchSimilarityPruning', ratio=0.25)),
-])
+]
+
+
+@pytest.mark.parametrize('reduction', REDUCTIONS)
 @pytest.mark.parametrize('name, kwargs', [
     ('deit_tiny_patch16_224', {}),
     ('deit_tiny_distilled_patch16_224', {}),
@@ -257,6 +262,21 @@ def test_prefix_tokens_are_never_merged_or_pruned(name, kwargs, reduction):
         torch.eye(prefix).expand(source.shape[0], -1, -1))
     assert source[:, :prefix, prefix:].sum() == 0
     assert source[:, prefix:, :prefix].sum() == 0
+
+
+@pytest.mark.parametrize('name, kwargs, reduction', [
+    *[('deit_tiny_distilled_patch16_224', {}, r) for r in REDUCTIONS],
+    # Average pooling weighted by size; PPT needs a class token.
+    *[('vit_tiny_patch16_224', dict(class_token=False, global_pool='avg'), r)
+      for r in REDUCTIONS if r.get('blocks', {}).get('type') != 'PPT'],
+])
+def test_every_reducer_keeps_to_the_model_device(name, kwargs, reduction):
+    # On the meta device, as tests/test_device_placement.py runs the video
+    # reducers: a tensor made on the host inside forward is refused.
+    model = patched(build(name, depth=4, **kwargs), reduction).to('meta')
+    with torch.no_grad(), OneDevice():
+        out = model(torch.empty(2, 3, 64, 64, device='meta'))
+    assert out.device.type == 'meta' and out.shape == (2, 5)
 
 
 def test_bf16_outputs_are_finite():

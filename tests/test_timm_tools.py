@@ -99,6 +99,9 @@ def test_benchmark_timm_json(tmp_path):
     assert bench['input_shape'] == [1, 3, 224, 224]
     rows = bench['rows']
     assert list(rows) == ['timm', 'ppt-deit-s']
+    # The limit, measured in the same run, beside the nominal peak.
+    assert bench['limits']['fp32']['achievable']['gflops'] > 0
+    assert 'fp32 limit: achievable' in result.stdout
     keys = {'gflops_per_image', 'flops_ratio_vs_timm', 'images_per_s',
             'seconds_per_batch', 'seconds_per_repeat', 'spread',
             'speedup_vs_timm', 'speedup_range', 'activation_mib',

@@ -1,9 +1,12 @@
 """tools/test.py, tools/dist_test.sh and the video writer, end to end."""
 import json
+import os
+import subprocess
 import sys
 
 import decord
 import pytest
+import torch
 from conftest import TINY_CONFIG, data_options, run_tool, test_metrics
 from mmaction.registry import DATASETS
 
@@ -57,6 +60,50 @@ def test_dist_test_matches_single_process(video_data, tiny_checkpoint,
     assert 'Distributed training: True' in output
     assert 'GPU number: 2' in output  # mmengine's name for the world size
     assert test_metrics(output) == single
+
+
+def test_torchrun_runs_on_the_cpu_when_gpus_are_too_few(tmp_path):
+    from conftest import ROOT
+    # A stand-in python on PATH: it reports one GPU when asked and shows
+    # what torch.distributed.run would be started with.
+    python = tmp_path / 'python'
+    python.write_text('#!/usr/bin/env bash\n'
+                      'if [ "$1" = -c ]; then echo 1; exit; fi\n'
+                      'echo "CUDA_VISIBLE_DEVICES=[${CUDA_VISIBLE_DEVICES-'
+                      'unset}] $*"\n')
+    python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != 'CUDA_VISIBLE_DEVICES'}
+    env['PATH'] = f"{tmp_path}{os.pathsep}{env['PATH']}"
+
+    def torchrun(procs: str) -> subprocess.CompletedProcess:
+        return subprocess.run(['bash', 'tools/torchrun.sh', procs,
+                               'tools/test.py'], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=True)
+
+    two = torchrun('2')
+    assert 'CUDA_VISIBLE_DEVICES=[] -m torch.distributed.run' in two.stdout
+    assert '--nproc_per_node=2' in two.stdout
+    assert '2 processes but 1 GPU(s) visible: running them on the CPU ' \
+        'over gloo' in two.stderr
+    one = torchrun('1')
+    assert 'CUDA_VISIBLE_DEVICES=[unset]' in one.stdout and not one.stderr
+
+
+def test_a_launch_with_fewer_gpus_than_processes_is_refused(monkeypatch):
+    from mmengine.config import Config
+
+    from mmtokred import upstream_fixes
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')
+    with pytest.raises(RuntimeError, match='2 processes per node but 1 '
+                       'GPU.*tools/dist_test.sh'):
+        upstream_fixes.prepare_cpu_distributed(Config(dict(
+            launcher='pytorch')))
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '1')
+    cfg = Config(dict(launcher='pytorch'))
+    upstream_fixes.prepare_cpu_distributed(cfg)  # one GPU each: mmengine's
+    assert 'model_wrapper_cfg' not in cfg
 
 
 def test_amp_runs(video_data, tiny_checkpoint, tmp_path):
@@ -159,12 +206,61 @@ def test_benchmark_in_bf16_reports_the_peak(tmp_path):
         assert model['gflops_per_s'] > 0
     # dense in bf16 against stock in fp32: the same model, rounded.
     assert figures['max_abs_diff_dense_vs_stock'] < 0.1
-    if figures['peak'] is not None:  # Linux with /proc/cpuinfo
-        assert figures['peak']['gflops'] > 0
-        assert 'machine peak' in result.stdout
+    # The limit, measured here for each dtype that ran, beside the nominal.
+    assert set(figures['limits']) == {'fp32', 'bf16'}
+    for name, limit in figures['limits'].items():
+        assert limit['achievable']['gflops'] > 0
+        assert f'{name} limit: achievable' in result.stdout
+        if limit['nominal'] is not None:  # Linux with /proc/cpuinfo
+            assert limit['nominal']['gflops'] > 0
+            assert 'nominal' in result.stdout
+    for name, model in figures['models'].items():
+        assert model['math_dtype'] == ('fp32' if name == 'stock' else 'bf16')
+        assert model['share_of_achievable'] > 0
+    # Which attention kernel ran, and both kernels at the dense shape.
+    attention = figures['attention']
+    assert attention['kernel'] in ('fused', 'blocked')
+    assert set(attention['ms']) == {'fused', 'blocked'}
+    assert f"attention kernel: {attention['kernel']}" in result.stdout
     refused = run_tool([sys.executable, 'tools/benchmark.py', str(config),
                         '--amp', '--dtype', 'bf16'], check=False)
     assert refused.returncode != 0 and 'amp' in refused.stderr
+
+
+def test_benchmark_runs_several_configs_side_by_side(tmp_path):
+    out = tmp_path / 'bench.json'
+    nepam = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
+    result = run_tool([
+        sys.executable, 'tools/benchmark.py', str(nepam), str(TINY_CONFIG),
+        '--repeats', '1', '--dtype', 'bf16', '--attention', 'fused',
+        '--json', str(out)
+    ])
+    figures = json.loads(out.read_text())
+    assert list(figures['models']) == ['stock', 'dense',
+                                       'videomae_tiny_nepam',
+                                       'videomae_tiny_dense']
+    assert figures['attention']['kernel'] == 'fused'
+    assert 'set by' in figures['attention']['reason']
+    reduced = figures['models']['videomae_tiny_nepam']
+    assert reduced['tokens_per_block'] == [36] * 4
+    assert reduced['flops_ratio_vs_dense'] < 0.7
+    assert reduced['bound_share'] == pytest.approx(
+        reduced['speedup_vs_dense'] * reduced['flops_ratio_vs_dense'])
+    assert 0 < reduced['reduction_overhead'] < 1
+    assert figures['models']['videomae_tiny_dense']['tokens_per_block'] == \
+        [64] * 4
+    assert 'speedup_vs_stock' not in figures  # per model with several
+    for name in figures['models']:
+        if name != 'stock':
+            assert f'{name} vs stock: speedup' in result.stdout
+    other = tmp_path / 'other.py'
+    other.write_text(f"_base_ = '{TINY_CONFIG}'\n"
+                     'model = dict(backbone=dict(depth=2))\n')
+    refused = run_tool([sys.executable, 'tools/benchmark.py', str(nepam),
+                        str(other)], check=False)
+    assert refused.returncode != 0
+    assert 'other builds another model than videomae_tiny_nepam' in \
+        refused.stderr
 
 
 def test_threshold_benchmark_compares_padding_with_single_clips(tmp_path):

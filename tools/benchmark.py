@@ -1,9 +1,9 @@
-"""Benchmark a config's model side by side with stock MMAction2.
+"""Benchmark configs' models side by side with stock MMAction2.
 
-    python tools/benchmark.py configs/videomae_dense.py [--device cuda]
-        [--batch-size 1] [--shape 16 224 224] [--repeats 3]
-        [--amp | --dtype fp32|bf16|fp16] [--compile] [--stock-fp32]
-        [--json result.json]
+    python tools/benchmark.py configs/videomae_nepam.py [more configs of the
+        same model] [--device cuda] [--batch-size 1] [--shape 16 224 224]
+        [--repeats 3] [--amp | --dtype fp32|bf16|fp16] [--compile]
+        [--stock-fp32] [--attention auto|fused|blocked] [--json result.json]
 """
 import argparse
 import json
@@ -13,11 +13,15 @@ from mmengine.config import DictAction
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.compare import compare, format_table
 from mmtokred.benchmark.forward import DTYPES
+from mmtokred.ops.attention import CPU_KERNELS
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='config file')
+    parser.add_argument('config', nargs='+',
+                        help='config file(s); several must build the same '
+                        'model but for model.backbone.token_reduction, and '
+                        'run side by side')
     parser.add_argument('--checkpoint', help='weights for all models '
                         '(default: random, the same for all)')
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
@@ -38,6 +42,10 @@ def parse_args():
     parser.add_argument('--stock-fp32', action='store_true',
                         help='run stock as MMAction2 ships it (fp32, eager) '
                         'while the others use --amp/--dtype/--compile')
+    parser.add_argument('--attention', default='auto', choices=CPU_KERNELS,
+                        help='CPU half-precision attention kernel (auto: '
+                        "torch's fused kernel where the CPU has AMX, else "
+                        'blocked matrix products)')
     parser.add_argument('--json', help='also write the figures to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -46,12 +54,14 @@ def parse_args():
 
 def main():
     args = parse_args()
-    result = compare(args.config, checkpoint=args.checkpoint,
+    result = compare(args.config[0] if len(args.config) == 1 else
+                     args.config, checkpoint=args.checkpoint,
                      cfg_options=args.cfg_options, device=args.device,
                      batch_size=args.batch_size, input_shape=args.shape,
                      warmup=args.warmup, repeats=args.repeats, amp=args.amp,
                      dtype=args.dtype, compile=args.compile,
-                     stock_fp32=args.stock_fp32)
+                     stock_fp32=args.stock_fp32,
+                     attention_kernel=args.attention)
     print(format_table(result))
     if args.json:
         with open(args.json, 'w') as f:

@@ -2,10 +2,23 @@
 # torchrun with MMAction2's multi-node variables, shared by dist_test.sh and
 # dist_train.sh:  bash tools/torchrun.sh PROCS SCRIPT [script args]
 # Set NNODES, NODE_RANK, MASTER_ADDR and PORT for several nodes.
+# With fewer visible GPUs than PROCS, mmengine would give process i the GPU i
+# that does not exist ("invalid device ordinal"): the processes then run on
+# the CPU over gloo, said in one line.
 set -euo pipefail
 PROCS=$1
 shift
 TOOLS=$(dirname "$0")
+if [ "${CUDA_VISIBLE_DEVICES-unset}" != "" ]; then
+    GPUS=$(python -c 'import torch; print(torch.cuda.device_count())' \
+        2>/dev/null || echo 0)
+    if [ "$GPUS" -gt 0 ] && [ "$GPUS" -lt "$PROCS" ]; then
+        echo "$0: $PROCS processes but $GPUS GPU(s) visible: running them" \
+            "on the CPU over gloo (use at most $GPUS processes for the" \
+            "GPUs)" >&2
+        export CUDA_VISIBLE_DEVICES=""
+    fi
+fi
 PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
 exec python -m torch.distributed.run \
     --nnodes="${NNODES:-1}" \

@@ -1,20 +1,26 @@
-"""Measure ours, dense and stock side by side in one run."""
+"""Measure configs' models, dense and stock side by side in one run."""
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import Config
 from torch import nn
 
+from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
+    cpu_kernel_set_to
 from .flops import count_gflops
 from .forward import (DTYPES, autocast_dtype, device_name, forward_fn,
-                      prepare, seconds_per_batch)
-from .memory import peak_memory, peak_memory_fresh_process
+                      interleaved_times, prepare, spread)
+from .kernels import attention_kernel_ms
+from .memory import cuda_peaks, peak_memory_fresh_process
 from .observe import ReducerTimer, TokenRecorder
-from .peak import cpu_peak, peak_line
-from .variants import build_variants
+from .peak import limit_lines, machine_limits
+from .variants import build_variants, has_token_reduction
+
+#: The models every run has besides the configs' own.
+BASELINES = ('stock', 'dense')
 
 
 def _reduction_overhead(model: nn.Module, forward: Callable,
@@ -49,7 +55,27 @@ def _branch_counts(model: nn.Module, forward: Callable) -> Dict[str, int]:
     return counts
 
 
-def compare(config: str,
+def config_names(configs: Union[str, Sequence[str]]) -> Dict[str, str]:
+    """The config paths by the name their model gets in the table: 'ours'
+    for a single config, else each file's stem."""
+    paths = [configs] if isinstance(configs, (str, Path)) else list(configs)
+    names: Dict[str, str] = {}
+    for path in paths:
+        name = 'ours' if len(paths) == 1 else Path(path).stem
+        if name in names or name in BASELINES:
+            raise ValueError(f'configs compared in one run need distinct '
+                             f'file names other than {BASELINES}; '
+                             f'{name!r} is taken ({path})')
+        names[name] = str(path)
+    return names
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """'fp32', 'bf16' or 'fp16', as ``--dtype`` names them."""
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+def compare(configs: Union[str, Sequence[str]],
             checkpoint: Optional[str] = None,
             cfg_options: Optional[Dict] = None,
             device: str = 'cpu',
@@ -60,11 +86,15 @@ def compare(config: str,
             amp: bool = False,
             dtype: str = 'fp32',
             compile: bool = False,
-            stock_fp32: bool = False) -> Dict:
-    """Benchmark ``config``'s model against stock MMAction2 (and against its
-    own backbone with reduction off) on synthetic clips.
+            stock_fp32: bool = False,
+            attention_kernel: str = 'auto') -> Dict:
+    """Benchmark the models of ``configs`` against stock MMAction2 and
+    against the same backbone with reduction off (dense), on synthetic
+    clips, all taking turns in every repetition.
 
     Args:
+        configs: one config path, or several that build the same model but
+            for ``model.backbone.token_reduction``.
         input_shape: ``(T, H, W)`` of a clip; defaults to the backbone's
             ``num_frames`` and ``img_size``.
         amp: run under autocast (fp16 on GPU, bf16 on CPU).
@@ -73,13 +103,20 @@ def compare(config: str,
             tokens are counted; the warm-up passes compile).
         stock_fp32: run stock as MMAction2 ships it (fp32, eager) whatever
             the others run in, so ``speedup_vs_stock`` is the whole gain.
+        attention_kernel: the CPU half-precision attention kernel
+            (:data:`mmtokred.ops.attention.CPU_KERNELS`).
 
     Returns:
-        A dict with per-model figures under ``models``, the ratios
-        ``speedup_vs_stock``, ``speedup_vs_dense``, ``flops_ratio_vs_stock``
-        and ``peak_mem_ratio_vs_stock`` (ours / stock), and
-        ``reduction_overhead`` (fraction of our forward pass spent in the
-        reducers; None without reduction).
+        A dict with the run's settings; per model under ``models`` (stock,
+        dense, then one per config: 'ours' for a single config, else the
+        file's stem) its figures and ratios (``speedup_vs_stock``,
+        ``speedup_vs_dense``, ``bound_share``: the speedup over dense
+        divided by dense's FLOPs over the model's, ``reduction_overhead``:
+        the share of the forward pass spent in the reducers, ...);
+        ``attention`` (the CPU kernel that ran, why, and both kernels' time
+        at the dense shape); ``limits`` (achievable and nominal rates per
+        dtype). With a single config the ratios of 'ours' are also at the
+        top level.
     """
     for name, value, low in (('batch_size', batch_size, 1),
                              ('warmup', warmup, 0), ('repeats', repeats, 1)):
@@ -91,15 +128,48 @@ def compare(config: str,
     if compile and warmup < 1:
         raise ValueError('compile needs warmup >= 1 (the first pass '
                          'compiles)')
-    cfg = Config.fromfile(config)
-    cfg.merge_from_dict(cfg_options or {})
-    backbone = cfg.model.backbone
+    if attention_kernel not in CPU_KERNELS:
+        raise ValueError(f'attention_kernel must be one of {CPU_KERNELS}, '
+                         f'got {attention_kernel!r}')
+    paths = config_names(configs)
+    cfgs = {}
+    for name, path in paths.items():
+        cfgs[name] = Config.fromfile(path)
+        cfgs[name].merge_from_dict(cfg_options or {})
+    with cpu_kernel_set_to(attention_kernel):
+        result = _compare(cfgs, checkpoint, torch.device(device), batch_size,
+                          input_shape, warmup, repeats, amp, dtype, compile,
+                          stock_fp32,
+                          dict(paths=paths, cfg_options=cfg_options,
+                               attention_kernel=attention_kernel))
+    result['configs'] = list(paths.values())
+    if len(cfgs) == 1:  # the figures of 'ours' at the top, as one config has
+        ours = result['models']['ours']
+        result.update(
+            config=result['configs'][0],
+            speedup_vs_stock=ours['speedup_vs_stock'],
+            speedup_vs_dense=ours.get('speedup_vs_dense', 1.),
+            flops_ratio_vs_stock=ours['flops_ratio_vs_stock'],
+            peak_mem_ratio_vs_stock=ours['peak_mem_ratio_vs_stock'],
+            total_mem_ratio_vs_stock=ours['total_mem_ratio_vs_stock'],
+            reduction_overhead=ours.get('reduction_overhead'))
+    return result
+
+
+def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
+             dev: torch.device, batch_size: int,
+             input_shape: Optional[Sequence[int]], warmup: int, repeats: int,
+             amp: bool, dtype: str, compile: bool, stock_fp32: bool,
+             probe: Dict) -> Dict:
+    """:func:`compare` of loaded configs; ``probe`` holds what the memory
+    probe's fresh processes need (``paths``, ``cfg_options``,
+    ``attention_kernel``)."""
+    backbone = next(iter(cfgs.values())).model.backbone
     if input_shape is None:
         input_shape = (backbone.get('num_frames', 16),
                        backbone.get('img_size', 224),
                        backbone.get('img_size', 224))
-    dev = torch.device(device)
-    models = build_variants(cfg, checkpoint)
+    models = build_variants(cfgs, checkpoint)
     generator = torch.Generator().manual_seed(0)
     clip_shape = (1, backbone.get('in_channels', 3), *input_shape)
     inputs = torch.randn(batch_size, *clip_shape, generator=generator)
@@ -110,59 +180,70 @@ def compare(config: str,
             return 'fp32', False, False
         return dtype, amp, compile
 
-    forwards = {}
+    def math_dtype(name: str) -> torch.dtype:
+        model_dtype, model_amp, _ = setting(name)
+        return autocast_dtype(dev.type) if model_amp else DTYPES[model_dtype]
+
+    device_inputs = inputs.to(dev)
+    forwards, resident = {}, {}
     for name, model in models.items():
+        held = _allocated(dev)
         prepare(model.to(dev), setting(name)[0])
-        forwards[name] = forward_fn(model, inputs.to(dev), setting(name)[1])
+        forwards[name] = forward_fn(model, device_inputs, setting(name)[1])
+        resident[name] = _allocated(dev) - held
     outputs = {name: forward().float().cpu() for name, forward in
                forwards.items()}
-    reference = 'dense' if 'dense' in models else 'ours'
     figures: Dict[str, Dict] = {name: {} for name in models}
     for name, model in models.items():
-        one_clip = forward_fn(model, inputs[:1].to(dev), setting(name)[1])
+        one_clip = forward_fn(model, device_inputs[:1], setting(name)[1])
+        figures[name]['math_dtype'] = _dtype_name(math_dtype(name))
         figures[name]['gflops_per_clip'] = count_gflops(one_clip)
         figures[name]['tokens_per_block'] = None
-        if hasattr(model.backbone, 'block_reducer'):  # ours, not stock
+        if name != 'stock':
             with TokenRecorder(model.backbone) as recorder:
                 one_clip()
             figures[name]['tokens_per_block'] = recorder.tokens_per_block
-    overhead = _reduction_overhead(models['ours'], forwards['ours'], repeats)
-    figures['ours']['branch_counts'] = _branch_counts(models['ours'],
-                                                      forwards['ours'])
+    reduced = [name for name in cfgs if has_token_reduction(cfgs[name])]
+    for name in reduced:
+        figures[name]['reduction_overhead'] = _reduction_overhead(
+            models[name], forwards[name], repeats)
+        figures[name]['branch_counts'] = _branch_counts(models[name],
+                                                        forwards[name])
     for name, model in models.items():
         if setting(name)[2]:
             prepare(model, dtype, compile=True)
 
-    seconds = seconds_per_batch(forwards, warmup, repeats)
-    for name, value in seconds.items():
-        figures[name]['seconds_per_batch'] = value
-        figures[name]['clips_per_s'] = batch_size / value
-        # GFLOPs per clip count multiply-accumulates (the model zoo's
-        # convention); a machine's peak counts 2 FLOPs per multiply-add.
-        figures[name]['gflops_per_s'] = (2 * figures[name]['gflops_per_clip']
-                                         * batch_size / value)
+    times = interleaved_times(forwards, warmup, repeats)
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        figures[name].update(
+            seconds_per_turn=seconds, seconds_per_batch=median,
+            spread=spread(seconds) or 0., clips_per_s=batch_size / median,
+            # GFLOPs per clip count multiply-accumulates (the model zoo's
+            # convention); a machine's peak counts 2 FLOPs per multiply-add.
+            gflops_per_s=2 * figures[name]['gflops_per_clip'] * batch_size /
+            median)
     if dev.type == 'cuda':
-        for name, forward in forwards.items():
-            figures[name].update(peak_memory(forward, dev))
+        for name, peak in cuda_peaks(forwards, resident, dev).items():
+            figures[name].update(peak)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(inputs, Path(tmp) / 'inputs.pth')
-            torch.save(models['ours'].state_dict(), Path(tmp) / 'weights.pth')
-            for name in models:
-                figures[name].update(
-                    peak_memory_fresh_process(
-                        dict(config=str(config), cfg_options=cfg_options,
-                             variant=name, amp=setting(name)[1],
-                             dtype=setting(name)[0],
-                             compile=setting(name)[2],
-                             weights=str(Path(tmp) / 'weights.pth'),
-                             inputs=str(Path(tmp) / 'inputs.pth'))))
+        _cpu_peaks(figures, probe, inputs, models, setting)
 
-    ours, stock = figures['ours'], figures['stock']
-    dense = figures.get('dense', ours)
-    math_dtype = autocast_dtype(dev.type) if amp else DTYPES[dtype]
+    names = list(cfgs)
+    reference = 'dense' if 'dense' in models else names[0]
+    dense_tokens = figures[reference]['tokens_per_block'][0]
+    stock_backbone = models['stock'].backbone
+    embed_dims = stock_backbone.embed_dims
+    heads = stock_backbone.blocks[0].attn.num_heads
+    limits = machine_limits(
+        {fig['math_dtype']: DTYPES[fig['math_dtype']]
+         for fig in figures.values()}, dev, batch_size * dense_tokens,
+        embed_dims)
+    for name, fig in figures.items():
+        fig['share_of_achievable'] = fig['gflops_per_s'] / limits[
+            fig['math_dtype']]['achievable']['gflops']
+    _ratios(figures)
     return dict(
-        config=str(config),
         device=device_name(dev),
         input_shape=list(inputs.shape),
         amp=amp,
@@ -172,62 +253,159 @@ def compare(config: str,
         warmup=warmup,
         repeats=repeats,
         models=figures,
+        limits=limits,
+        attention=_attention(dev, math_dtype(names[0]),
+                             probe['attention_kernel'],
+                             (batch_size, heads, dense_tokens,
+                              embed_dims // heads)),
         max_abs_diff_dense_vs_stock=float(
             (outputs[reference] - outputs['stock']).abs().max()),
-        speedup_vs_stock=stock['seconds_per_batch'] /
-        ours['seconds_per_batch'],
-        speedup_vs_dense=dense['seconds_per_batch'] /
-        ours['seconds_per_batch'],
-        flops_ratio_vs_stock=ours['gflops_per_clip'] /
-        stock['gflops_per_clip'],
-        peak_mem_ratio_vs_stock=ours['activation_mib'] /
-        stock['activation_mib'],
-        total_mem_ratio_vs_stock=ours['total_mib'] / stock['total_mib'],
-        reduction_overhead=overhead,
-        peak=cpu_peak(math_dtype) if dev.type == 'cpu' else None,
     )
+
+
+def _allocated(dev: torch.device) -> int:
+    return torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
+
+
+def _cpu_peaks(figures: Dict[str, Dict], probe: Dict, inputs: torch.Tensor,
+               models: Dict[str, nn.Module], setting: Callable) -> None:
+    """Each model's CPU peak memory, measured in a fresh process."""
+    paths = probe['paths']
+    first = next(iter(paths))
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(inputs, Path(tmp) / 'inputs.pth')
+        torch.save(models[first].state_dict(), Path(tmp) / 'weights.pth')
+        for name in models:
+            variant_dtype, variant_amp, variant_compile = setting(name)
+            figures[name].update(peak_memory_fresh_process(dict(
+                config=paths.get(name, paths[first]),
+                cfg_options=probe['cfg_options'],
+                variant=name if name in BASELINES else 'ours',
+                amp=variant_amp, dtype=variant_dtype,
+                compile=variant_compile,
+                attention_kernel=probe['attention_kernel'],
+                weights=str(Path(tmp) / 'weights.pth'),
+                inputs=str(Path(tmp) / 'inputs.pth'))))
+
+
+def _attention(dev: torch.device, dtype: torch.dtype, setting: str,
+               shape: Sequence[int]) -> Dict:
+    """Which attention kernel the configs' models ran and, for CPU half
+    precision, what each kernel takes at the dense shape."""
+    if dev.type != 'cpu':
+        return dict(kernel='fused', reason=f'{dev.type}: torch chooses '
+                    'among its fused kernels', setting=setting)
+    figures = dict(kernel=cpu_kernel(dtype), reason=cpu_kernel_reason(dtype),
+                   setting=setting)
+    if dtype in (torch.bfloat16, torch.float16):
+        figures.update(shape=list(shape),
+                       ms=attention_kernel_ms(shape, dtype))
+    return figures
+
+
+def _ratios(figures: Dict[str, Dict]) -> None:
+    """Each model's figures against stock and, where it reduces, dense."""
+    stock = figures['stock']
+    dense = figures.get('dense')
+    for name, fig in figures.items():
+        fig.update(
+            speedup_vs_stock=stock['seconds_per_batch'] /
+            fig['seconds_per_batch'],
+            flops_ratio_vs_stock=fig['gflops_per_clip'] /
+            stock['gflops_per_clip'],
+            peak_mem_ratio_vs_stock=fig['activation_mib'] /
+            stock['activation_mib'],
+            total_mem_ratio_vs_stock=fig['total_mib'] / stock['total_mib'])
+        if dense is not None and name not in BASELINES:
+            flops_ratio = fig['gflops_per_clip'] / dense['gflops_per_clip']
+            speedup = dense['seconds_per_batch'] / fig['seconds_per_batch']
+            fig.update(speedup_vs_dense=speedup,
+                       flops_ratio_vs_dense=flops_ratio,
+                       bound_share=speedup * flops_ratio)
+
+
+def _tokens(tokens: Optional[List[int]]) -> str:
+    if not tokens:
+        return '-'
+    if len(set(tokens)) == 1:
+        return str(tokens[0])
+    return f'{tokens[0]}->{tokens[-1]}'
 
 
 def format_table(result: Dict) -> str:
     """The figures of :func:`compare` as a plain-text table."""
-    header = (f"{'model':<6} {'clips/s':>9} {'s/batch':>9} {'GMACs':>9} "
-              f"{'GFLOP/s':>9} {'peak MiB':>9} {'total MiB':>10}  "
-              'tokens per block')
+    width = max(6, *(len(name) for name in result['models']))
+    header = (f"{'model':<{width}} {'dtype':>8} {'clips/s':>8} "
+              f"{'spread':>7} {'GMACs':>7} {'vs stock':>8} {'vs dense':>8} "
+              f"{'of bound':>8} {'GFLOP/s':>8} {'of achv':>7} "
+              f"{'peak MiB':>9} {'memory':>7} {'total MiB':>9} "
+              f"{'reducers':>8}  tokens")
     lines = [
-        f"{result['config']} on {result['device']}, input "
+        f"{', '.join(result['configs'])} on {result['device']}, input "
         f"{tuple(result['input_shape'])}, dtype={result['dtype']}, "
         f"amp={result['amp']}, compile={result['compile']}"
         + (' (stock: fp32, eager)' if result.get('stock_fp32') else ''),
         header,
         '-' * len(header)
     ]
+
+    def optional(fig: Dict, key: str, spec: str, scale: float = 1.,
+                 suffix: str = '') -> str:
+        value = fig.get(key)
+        return '-' if value is None else f'{scale * value:{spec}}{suffix}'
+
     for name, fig in result['models'].items():
-        tokens = fig['tokens_per_block']
-        tokens = ','.join(map(str, tokens)) if tokens else '-'
-        lines.append(f"{name:<6} {fig['clips_per_s']:>9.3f} "
-                     f"{fig['seconds_per_batch']:>9.3f} "
-                     f"{fig['gflops_per_clip']:>9.2f} "
-                     f"{fig['gflops_per_s']:>9.1f} "
-                     f"{fig['activation_mib']:>9.1f} "
-                     f"{fig['total_mib']:>10.1f}  {tokens}")
-    peak = result.get('peak')
-    if peak:
-        lines.append(peak_line(peak, max(
-            fig['gflops_per_s'] for fig in result['models'].values()),
-            'model'))
+        lines.append(
+            f"{name:<{width}} {fig['math_dtype']:>8} "
+            f"{fig['clips_per_s']:>8.3f} {100 * fig['spread']:>6.1f}% "
+            f"{fig['gflops_per_clip']:>7.2f} "
+            f"{fig['speedup_vs_stock']:>7.2f}x "
+            f"{optional(fig, 'speedup_vs_dense', '.2f', suffix='x'):>8} "
+            f"{optional(fig, 'bound_share', '.2f'):>8} "
+            f"{fig['gflops_per_s']:>8.1f} "
+            f"{100 * fig['share_of_achievable']:>6.0f}% "
+            f"{fig['activation_mib']:>9.1f} "
+            f"{fig['peak_mem_ratio_vs_stock']:>7.3f} "
+            f"{fig['total_mib']:>9.1f} "
+            f"{optional(fig, 'reduction_overhead', '.1f', 100, '%'):>8}  "
+            f"{_tokens(fig['tokens_per_block'])}")
     lines.append(
-        f"ours vs stock: speedup {result['speedup_vs_stock']:.2f}x, FLOPs "
-        f"{result['flops_ratio_vs_stock']:.3f}, peak memory "
-        f"{result['peak_mem_ratio_vs_stock']:.3f} (total "
-        f"{result['total_mem_ratio_vs_stock']:.3f}); ours vs dense: speedup "
-        f"{result['speedup_vs_dense']:.2f}x; max |dense - stock| = "
-        f"{result['max_abs_diff_dense_vs_stock']:.2e}")
-    if result['reduction_overhead'] is not None:
-        lines.append('time in the token reducers: '
-                     f"{100 * result['reduction_overhead']:.1f}% of the "
-                     'forward pass')
-    counts = result['models']['ours'].get('branch_counts')
-    if counts:
-        lines.append('branches taken in one forward pass: ' + ', '.join(
-            f'{name} {count}' for name, count in counts.items()))
+        'GMACs: multiply-accumulates per clip; vs stock, vs dense: speedup; '
+        'of bound: speedup vs dense over the FLOPs bound (dense GMACs / '
+        'GMACs); of achv: share of the achievable rate below; peak MiB: the '
+        "forward pass's own peak, memory: its ratio to stock's; reducers: "
+        'share of the forward pass in the token reducers; spread: (max - '
+        "min) / median of the repeats' times")
+    attention = result['attention']
+    line = f"attention kernel: {attention['reason']}"
+    if attention.get('ms'):
+        line += ('; one call at (B, H, N, D) = '
+                 f"{tuple(attention['shape'])}: " + ', '.join(
+                     f'{kernel} {ms:.1f} ms'
+                     for kernel, ms in attention['ms'].items()))
+    lines.append(line)
+    best = {}
+    for fig in result['models'].values():
+        best[fig['math_dtype']] = max(best.get(fig['math_dtype'], 0.),
+                                      fig['gflops_per_s'])
+    lines.append(limit_lines(result['limits'], best, 'model'))
+    for name, fig in result['models'].items():
+        if name == 'stock':
+            continue
+        line = (f"{name} vs stock: speedup {fig['speedup_vs_stock']:.2f}x, "
+                f"FLOPs {fig['flops_ratio_vs_stock']:.3f}, peak memory "
+                f"{fig['peak_mem_ratio_vs_stock']:.3f} (total "
+                f"{fig['total_mem_ratio_vs_stock']:.3f})")
+        if 'speedup_vs_dense' in fig:
+            line += (f"; vs dense: speedup {fig['speedup_vs_dense']:.2f}x "
+                     f"at {fig['flops_ratio_vs_dense']:.3f} of its FLOPs, "
+                     f"{fig['bound_share']:.2f} of the "
+                     f"{1 / fig['flops_ratio_vs_dense']:.2f}x bound")
+        if fig.get('branch_counts'):
+            line += '; branches in one forward pass: ' + ', '.join(
+                f'{branch} {count}'
+                for branch, count in fig['branch_counts'].items())
+        lines.append(line)
+    lines.append('max |dense - stock| = '
+                 f"{result['max_abs_diff_dense_vs_stock']:.2e}")
     return '\n'.join(lines)

@@ -6,6 +6,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .peak import cpu_model
 
 #: ``--dtype`` names: what the weights and the clips are cast to.
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
@@ -53,10 +54,10 @@ def forward_fn(model: nn.Module, inputs: Tensor,
 
 
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU with its thread count."""
+    """The GPU's name, or the CPU's with the threads torch uses."""
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    return f'cpu ({torch.get_num_threads()} threads)'
+    return f'cpu ({cpu_model()}, {torch.get_num_threads()} threads)'
 
 
 def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,

@@ -1,10 +1,12 @@
 """Peak memory of one forward pass, above what model and input already hold.
 
-CUDA: the allocator's peak of allocated bytes. CPU: the process's peak
-resident set (VmHWM, reset through /proc/self/clear_refs just before the
-forward pass) in a fresh process whose allocator returns freed blocks to the
-system at once (MALLOC_MMAP_THRESHOLD_), so the peak seen is that of the
-forward pass and not of whatever ran before it.
+CUDA: the allocator's peak of allocated bytes; the models compared share the
+device, so a model's total leaves out what the others hold there
+(:func:`cuda_peaks`), which makes it comparable with the CPU figure. CPU:
+the process's peak resident set (VmHWM, reset through /proc/self/clear_refs
+just before the forward pass) in a fresh process whose allocator returns
+freed blocks to the system at once (MALLOC_MMAP_THRESHOLD_), so the peak
+seen is that of the forward pass and not of whatever ran before it.
 """
 import gc
 import json
@@ -54,12 +56,29 @@ def peak_memory(forward: Callable[[], object],
     return dict(activation_mib=(peak - before) / 1024, total_mib=peak / 1024)
 
 
+def cuda_peaks(forwards: Dict[str, Callable[[], object]],
+               resident: Dict[str, int],
+               device: torch.device) -> Dict[str, Dict[str, float]]:
+    """:func:`peak_memory` of each forward on one CUDA device, its
+    ``total_mib`` without the bytes ``resident`` says the other models (their
+    weights and inputs) hold there."""
+    peaks = {}
+    for name, forward in forwards.items():
+        peak = peak_memory(forward, device)
+        others = sum(held for other, held in resident.items()
+                     if other != name) / 2**20
+        peaks[name] = dict(peak, total_mib=peak['total_mib'] - others)
+    return peaks
+
+
 def peak_memory_fresh_process(spec: Dict) -> Dict[str, float]:
     """:func:`peak_memory` of a variant in a fresh Python process.
 
     ``spec`` holds ``config``, ``cfg_options``, ``variant``, ``weights`` and
     ``inputs`` (files saved by the caller), ``amp``, ``dtype`` and
-    ``compile`` (as for :func:`~mmtokred.benchmark.forward.prepare`).
+    ``compile`` (as for :func:`~mmtokred.benchmark.forward.prepare`) and
+    ``attention_kernel`` (as for
+    :func:`mmtokred.ops.attention.set_cpu_kernel`).
     """
     env = {**os.environ, **FRESH_ENV}
     result = subprocess.run(
@@ -75,7 +94,9 @@ def _probe(spec: Dict) -> Dict[str, float]:
     import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
     from mmengine.config import Config
 
+    from ..ops.attention import set_cpu_kernel
     from .variants import build_variant
+    set_cpu_kernel(spec['attention_kernel'])
     cfg = Config.fromfile(spec['config'])
     cfg.merge_from_dict(spec['cfg_options'] or {})
     model = build_variant(cfg, spec['variant'])

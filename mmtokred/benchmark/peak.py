@@ -1,15 +1,22 @@
-"""The machine's arithmetic peak, so a benchmark can say how far it is from
-the limit.
+"""How far a benchmark is from the machine's limit: the nominal peak and the
+rate a matrix product of the model's own shapes reaches here.
 
-CPU peaks are counted from /proc/cpuinfo: the clock it reports, the threads
+The nominal CPU peak is counted from /proc/cpuinfo: the clock (the highest
+cpufreq reports, else what cpuinfo says, often the base clock), the threads
 torch uses (one per core on these machines) and the matrix or vector units
-its flags name. Two 512-bit FMA pipes per core are assumed (Intel since
-Skylake-SP, AMD Zen 4/5 execute AVX-512 FMAs at that rate): an upper bound,
-turbo and throttling aside.
+its flags name, two 512-bit FMA pipes per core (Intel since Skylake-SP, AMD
+Zen 4/5 execute AVX-512 FMAs at that rate). It is an upper bound no kernel
+reaches: AMX's, for one, assumes its tile units never wait for memory. The
+achievable rate is measured in the same run, on the same threads and in the
+same dtype, with the product that dominates a ViT's work (the MLP's first
+layer: tokens x width @ width x 4 width).
 """
+import statistics
+import time
 from typing import Dict, Optional
 
 import torch
+import torch.nn.functional as F
 
 #: FLOPs per cycle and core, by the best unit a flag names.
 FLOPS_PER_CYCLE = {
@@ -30,6 +37,7 @@ UNITS = {
     torch.bfloat16: ('amx_bf16', 'avx512_bf16', 'avx512f', 'avx2'),
     torch.float16: ('avx512_fp16', 'avx512f', 'avx2'),
 }
+_MAX_FREQ = '/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq'
 
 
 def _cpuinfo() -> Dict[str, str]:
@@ -44,13 +52,27 @@ def _cpuinfo() -> Dict[str, str]:
     return fields
 
 
+def _max_ghz() -> Optional[float]:
+    try:
+        with open(_MAX_FREQ) as f:
+            return int(f.read()) / 1e6  # kHz
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo (and lscpu) give it."""
+    return _cpuinfo().get('model name', 'unknown CPU')
+
+
 def cpu_peak(dtype: torch.dtype) -> Optional[Dict]:
-    """``dict(gflops, unit, ghz, cores)`` of this CPU for matrix products in
-    ``dtype``, or None where /proc/cpuinfo does not tell."""
+    """``dict(gflops, unit, ghz, cores)`` of this CPU for matrix
+    products in ``dtype``, or None where /proc/cpuinfo does not tell."""
     info = _cpuinfo()
     flags = set(info.get('flags', '').split())
+    ghz = _max_ghz()
     try:
-        ghz = float(info['cpu MHz']) / 1000
+        ghz = ghz or float(info['cpu MHz']) / 1000
     except (KeyError, ValueError):
         return None
     unit = next((u for u in UNITS.get(dtype, ()) if u in flags), None)
@@ -61,10 +83,63 @@ def cpu_peak(dtype: torch.dtype) -> Optional[Dict]:
                 ghz=ghz, cores=cores)
 
 
-def peak_line(peak: Dict, best_gflops_per_s: float, what: str) -> str:
-    """The machine's peak (from :func:`cpu_peak`) and the share of it the
-    fastest of ``what`` (e.g. 'model', 'row') reached."""
-    return (f"machine peak {peak['gflops']:.0f} GFLOP/s ({peak['unit']}, "
-            f"{peak['cores']} cores at {peak['ghz']:.2f} GHz, 2 FMA pipes "
-            f"each): the fastest {what} here reaches "
-            f"{100 * best_gflops_per_s / peak['gflops']:.0f}% of it")
+def achievable_rate(dtype: torch.dtype, device: torch.device, rows: int,
+                    width: int, repeats: int = 5) -> Dict:
+    """The GFLOP/s (2 per multiply-add) of ``(rows, width) @ (width,
+    4 width)`` through ``F.linear`` in ``dtype`` on ``device``, the median
+    of ``repeats`` after one warm-up: ``dict(gflops, shape)``."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, width, generator=generator).to(device, dtype)
+    weight = torch.randn(4 * width, width, generator=generator).to(
+        device, dtype)
+
+    def product() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            F.linear(x, weight)
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    product()
+    seconds = statistics.median(product() for _ in range(repeats))
+    return dict(gflops=2 * rows * width * 4 * width / seconds / 1e9,
+                shape=[rows, width, 4 * width])
+
+
+def machine_limits(dtypes: Dict[str, torch.dtype], device: torch.device,
+                   rows: int, width: int) -> Dict[str, Dict]:
+    """Per named dtype, the ``achievable`` rate (:func:`achievable_rate`
+    at the model's MLP shape: ``rows`` tokens of ``width`` channels) and, on
+    CPU, the ``nominal`` peak (:func:`cpu_peak`; None elsewhere)."""
+    return {
+        name: dict(achievable=achievable_rate(dtype, device, rows, width),
+                   nominal=cpu_peak(dtype) if device.type == 'cpu' else None)
+        for name, dtype in sorted(dtypes.items())
+    }
+
+
+def limit_lines(peaks: Dict[str, Dict], best: Dict[str, float],
+                what: str) -> str:
+    """One line per dtype: the nominal peak (from :func:`cpu_peak`, under
+    ``nominal``, may be None) and the measured ``achievable`` rate (from
+    :func:`achievable_rate`), with the share of each that the fastest of
+    ``what`` (e.g. 'model', 'row') reached in ``best`` GFLOP/s."""
+    lines = []
+    for name, peak in peaks.items():
+        reached = best[name]
+        achievable = peak['achievable']
+        line = (f"{name} limit: achievable {achievable['gflops']:.0f} "
+                'GFLOP/s (measured here: a ' + ' x '.join(
+                    map(str, achievable['shape'][:2])) + ' @ ' + ' x '.join(
+                    map(str, achievable['shape'][1:])) + ' product); the '
+                f'fastest {what} reaches '
+                f"{100 * reached / achievable['gflops']:.0f}% of it")
+        nominal = peak.get('nominal')
+        if nominal:
+            line += (f"; nominal {nominal['gflops']:.0f} GFLOP/s "
+                     f"({nominal['unit']}, {nominal['cores']} cores at "
+                     f"{nominal['ghz']:.2f} GHz): "
+                     f"{100 * reached / nominal['gflops']:.0f}%")
+        lines.append(line)
+    return '\n'.join(lines)

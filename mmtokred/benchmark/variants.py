@@ -1,6 +1,6 @@
-"""The models a benchmark compares, built from one config with one set of
-weights: ours (the config as written), dense (ours with token reduction off)
-and stock (mmaction's own VisionTransformer)."""
+"""The models a benchmark compares, built from configs with one set of
+weights: stock (mmaction's own VisionTransformer), dense (ours with token
+reduction off) and ours (each config as written)."""
 import copy
 from typing import Dict, Optional
 
@@ -17,6 +17,14 @@ def has_token_reduction(cfg: Config) -> bool:
     return cfg.model.backbone.get('token_reduction') is not None
 
 
+def model_without_reduction(cfg: Config) -> Dict:
+    """``cfg.model`` as a plain dict without the backbone's
+    ``token_reduction``: what configs compared side by side must share."""
+    model = copy.deepcopy(cfg.model.to_dict())
+    model['backbone'].pop('token_reduction', None)
+    return model
+
+
 def build_variant(cfg: Config, variant: str) -> nn.Module:
     """Build one variant of ``cfg.model`` in eval mode, with the random
     weights of its constructors (callers load the weights they compare)."""
@@ -30,21 +38,34 @@ def build_variant(cfg: Config, variant: str) -> nn.Module:
     return MODELS.build(model_cfg).eval()
 
 
-def build_variants(cfg: Config,
+def build_variants(configs: Dict[str, Config],
                    checkpoint: Optional[str] = None) -> Dict[str, nn.Module]:
-    """Every variant ``cfg`` calls for, all holding the same weights.
-
-    ``dense`` is left out when the config has no token reduction (it would be
-    ``ours`` again).
-    """
+    """``stock``, ``dense`` (only when some config reduces: it would be that
+    config again) and the model of each named config, all holding the same
+    weights. The configs must build the same model but for the backbone's
+    ``token_reduction``."""
+    names = list(configs)
+    if not names:
+        raise ValueError('give at least one config')
+    first = configs[names[0]]
+    for name in names[1:]:
+        if model_without_reduction(configs[name]) != \
+                model_without_reduction(first):
+            raise ValueError(
+                f'{name} builds another model than {names[0]} (beyond '
+                'model.backbone.token_reduction): configs compared in one '
+                'run must share the model and its weights')
     torch.manual_seed(0)
-    ours = build_variant(cfg, 'ours')
+    ours = build_variant(first, 'ours')
     if checkpoint:
         load_checkpoint(ours, checkpoint, map_location='cpu', strict=True)
-    names = ['stock', 'dense'] if has_token_reduction(cfg) else ['stock']
-    models = {}
+    models = {'stock': build_variant(first, 'stock')}
+    if any(has_token_reduction(cfg) for cfg in configs.values()):
+        models['dense'] = build_variant(first, 'dense')
     for name in names:
-        models[name] = build_variant(cfg, name)
-        models[name].load_state_dict(ours.state_dict(), strict=True)
-    models['ours'] = ours
+        models[name] = ours if name == names[0] else build_variant(
+            configs[name], 'ours')
+    for model in models.values():
+        if model is not ours:
+            model.load_state_dict(ours.state_dict(), strict=True)
     return models

@@ -70,7 +70,7 @@ class ReducibleBlock(Block):
         """Run the block on ``x`` ``(B, N, C)``; ``reducer`` may shrink N."""
         gamma_1 = getattr(self, 'gamma_1', None)
         gamma_2 = getattr(self, 'gamma_2', None)
-        key_bias = state.key_bias(proportional_attention, x.dtype)
+        key_bias = state.key_bias(proportional_attention)
         attn, inputs = self.attn(self.norm1(x), key_bias)
         x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
         if reducer is not None:

@@ -78,10 +78,11 @@ class PPT(ImportanceReducer):
         self.count('pool', pool.sum())
         self.count('prune', (~pool).sum())
 
-        pooled, pooled_state = merge_in_rounds(x, attn.metric, state, r)
+        metric = attn.metric  # computed once for both branches
+        pooled, pooled_state = merge_in_rounds(x, metric, state, r)
         order = importance.argsort(dim=1, descending=True, stable=True)
         pruned, pruned_state = prune(x, state, order, x.shape[1] - r,
-                                     self.keep_mean, attn.metric)
+                                     self.keep_mean, metric)
         if pruned_state.size is None:
             pruned_state.size = torch.ones_like(pooled_state.size)
 

@@ -1,26 +1,122 @@
-"""Fused attention with a per-key additive bias folded into the dot product.
+"""Fused attention with a per-key additive bias folded into the dot product,
+and the CPU half-precision kernel chosen for the machine.
 
 Flash-style kernels take no attention mask or bias. A bias that depends only
-on the key (log size for proportional attention, -inf-like for padding) can be
-written as one more channel: q' = [q * scale, 1], k' = [k, bias], v' = [v, 0],
-so q'.k' = scale * q.k + bias and the kernel runs with scale 1. Channels are
-padded with zeros to a multiple of 8, which the fused kernels want.
+on the key (log size for proportional attention, a large negative number for
+padding) can be written as one more channel: q' = [q * scale, 1],
+k' = [k, bias], v' = [v, 0], so q'.k' = scale * q.k + bias and the kernel
+runs with scale 1. Channels are padded with zeros to a multiple of 8, which
+the fused kernels want.
 
-On CPU in bf16 or fp16 the fused kernel computes as slowly as in fp32 (torch
-2.13: 58 ms for ViT-B's 1568 tokens and 12 heads in either precision), while
-bf16 matrix products run about twice as fast as fp32 ones. There the
-attention runs as matrix products over blocks of ``QUERY_BLOCK`` queries:
-about 2x faster, and the logits held at once stay ``QUERY_BLOCK x N`` per
-head instead of ``N x N``.
+On CPU in bf16 or fp16, torch's fused kernel is fast only where the CPU has
+matrix units for that precision: its flash attention packs its operands for
+oneDNN's AMX micro-kernels when ``cpublas::could_pack(dtype)`` holds
+(``flash_attention_kernel_impl`` in
+aten/src/ATen/native/cpu/FlashAttentionKernel.cpp), which ``Pack::could_pack``
+in aten/src/ATen/native/CPUBlas.cpp grants for bf16 from AMX and for fp16
+from AMX-FP16 on, with oneDNN enabled. Elsewhere it computes half precision
+as slowly as fp32 (torch 2.13 on an AMD EPYC with AVX512-BF16: 58 ms for
+ViT-B's 1568 tokens and 12 heads either way), while bf16 matrix products run
+about twice as fast as fp32 ones. There the attention runs as matrix
+products over blocks of ``QUERY_BLOCK`` queries (:func:`blocked_attention`);
+on an AMX Xeon the fused kernel is 16x faster than those products (31 against
+511 ms a call). :func:`cpu_kernel` makes the choice from what torch reports
+of the machine, the same test torch's kernel makes; ``MMTOKRED_CPU_ATTENTION``
+or :func:`set_cpu_kernel` overrides it.
 """
-from typing import Optional
+import contextlib
+import os
+from typing import Dict, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: Queries per block of the CPU half-precision path.
+#: Queries per block of the CPU half-precision blocked path.
 QUERY_BLOCK = 128
+#: Settings of the CPU half-precision kernel: 'auto' chooses by the machine.
+CPU_KERNELS = ('auto', 'fused', 'blocked')
+#: The environment variable that sets the CPU kernel for a whole process.
+CPU_KERNEL_ENV = 'MMTOKRED_CPU_ATTENTION'
+
+
+def _check_kernel(name: str, kernel: object) -> str:
+    if kernel not in CPU_KERNELS:
+        raise ValueError(f'{name} must be one of {CPU_KERNELS}, got '
+                         f'{kernel!r}')
+    return kernel
+
+
+_cpu_kernel = _check_kernel(CPU_KERNEL_ENV,
+                            os.environ.get(CPU_KERNEL_ENV, 'auto'))
+
+
+def set_cpu_kernel(kernel: str) -> str:
+    """Set the CPU half-precision attention kernel ('auto', 'fused' or
+    'blocked') for this process; returns the previous setting."""
+    global _cpu_kernel
+    previous, _cpu_kernel = _cpu_kernel, _check_kernel('kernel', kernel)
+    return previous
+
+
+@contextlib.contextmanager
+def cpu_kernel_set_to(kernel: str) -> Iterator[None]:
+    """:func:`set_cpu_kernel` for the duration of a ``with`` block."""
+    previous = set_cpu_kernel(kernel)
+    try:
+        yield
+    finally:
+        set_cpu_kernel(previous)
+
+
+def _probe_matrix_units() -> Dict[torch.dtype, bool]:
+    if not torch.backends.mkldnn.is_available():
+        return {torch.bfloat16: False, torch.float16: False}
+    return {
+        torch.bfloat16: bool(getattr(torch.cpu, '_is_amx_tile_supported',
+                                     lambda: False)()),
+        torch.float16: bool(getattr(torch.cpu, '_is_amx_fp16_supported',
+                                    lambda: False)()),
+    }
+
+
+#: Whether torch's fused CPU attention runs each half precision on matrix
+#: units here (AMX for bf16, AMX-FP16 for fp16, oneDNN built in), as
+#: ``cpublas::could_pack`` decides; read once, so that a compiled forward
+#: pass finds a constant.
+MATRIX_UNITS = _probe_matrix_units()
+
+
+def fused_kernel_has_matrix_units(dtype: torch.dtype) -> bool:
+    """:data:`MATRIX_UNITS` for ``dtype`` (False for any other dtype)."""
+    return MATRIX_UNITS.get(dtype, False)
+
+
+def cpu_kernel(dtype: torch.dtype) -> str:
+    """The kernel :func:`attention` runs for CPU tensors of ``dtype``:
+    'fused' (torch's) or 'blocked' (:func:`blocked_attention`, half
+    precision only)."""
+    if dtype not in (torch.bfloat16, torch.float16) or _cpu_kernel == 'fused':
+        return 'fused'
+    if _cpu_kernel == 'blocked':
+        return 'blocked'
+    return 'fused' if fused_kernel_has_matrix_units(dtype) else 'blocked'
+
+
+def cpu_kernel_reason(dtype: torch.dtype) -> str:
+    """Which kernel :func:`cpu_kernel` chooses for ``dtype``, and why."""
+    kernel = cpu_kernel(dtype)
+    name = {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dtype)
+    if name is None:
+        return f'{kernel} ({dtype}: the fused kernel always)'
+    if _cpu_kernel != 'auto':
+        return f'{kernel} ({name}: set by {CPU_KERNEL_ENV} or set_cpu_kernel)'
+    units = 'AMX' if dtype == torch.bfloat16 else 'AMX-FP16'
+    if fused_kernel_has_matrix_units(dtype):
+        return (f'{kernel} ({name}, auto: torch reports {units} on this CPU, '
+                f"where its fused kernel runs {name} on the matrix units)")
+    return (f'{kernel} ({name}, auto: torch reports no {units} on this CPU, '
+            f'so its fused kernel would run {name} without matrix units)')
 
 
 def blocked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float,
@@ -47,7 +143,8 @@ def attention(q: Tensor,
               scale: float,
               key_bias: Optional[Tensor] = None,
               dropout_p: float = 0.) -> Tensor:
-    """``softmax(scale * q k^T + key_bias) v`` through the fused kernel.
+    """``softmax(scale * q k^T + key_bias) v`` through the fused kernel
+    (on CPU in half precision, the kernel :func:`cpu_kernel` chooses).
 
     Args:
         q, k, v: ``(B, H, N, D)``.
@@ -55,8 +152,8 @@ def attention(q: Tensor,
         key_bias: ``(B, N)`` added to the logits of every query for each key,
             or None.
     """
-    if (q.device.type == 'cpu' and q.dtype in (torch.bfloat16, torch.float16)
-            and dropout_p == 0):
+    if (q.device.type == 'cpu' and dropout_p == 0
+            and cpu_kernel(q.dtype) == 'blocked'):
         return blocked_attention(q, k, v, scale, key_bias)
     if key_bias is None:
         return F.scaled_dot_product_attention(

@@ -5,6 +5,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .cosine import cosine_similarities
 from .token_state import TokenState
 
 Merge = Callable[[Tensor, str], Tensor]
@@ -45,9 +46,7 @@ def bipartite_soft_matching(metric: Tensor,
         return (lambda x, reduce='mean': x), 0
 
     with torch.no_grad():
-        metric = metric / metric.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        a, b = metric[:, ::2], metric[:, 1::2]
-        scores = a @ b.transpose(-1, -2)
+        scores = cosine_similarities(metric[:, ::2], metric[:, 1::2])
         if protected:
             scores[:, :(protected + 1) // 2] = -torch.inf
             scores[:, :, :protected // 2] = -torch.inf
@@ -78,10 +77,11 @@ def bipartite_soft_matching(metric: Tensor,
         # them; registers alternating): the next split into A and B finds
         # them where they were.
         a_kept, b_kept = (protected + 1) // 2, protected // 2
-        front = torch.cat([unmerged[:, :a_kept], dst[:, :b_kept]], dim=1)
-        front = front[:, [i // 2 + (i % 2) * a_kept
-                          for i in range(protected)]]
-        return torch.cat([front, unmerged[:, a_kept:], dst[:, b_kept:]],
+        # Slices, not a Python list as index: that would be a blocking
+        # host-to-device copy in every block on a GPU.
+        front = [(unmerged if i % 2 == 0 else dst)[:, i // 2:i // 2 + 1]
+                 for i in range(protected)]
+        return torch.cat([*front, unmerged[:, a_kept:], dst[:, b_kept:]],
                          dim=1)
 
     return merge, r

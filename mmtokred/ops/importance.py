@@ -21,6 +21,7 @@ Every score is ``(B, N)``, non-negative and sums to 1 over the (valid)
 tokens. The two attention-received scores sum the heads and multiply by
 ``||v_j||`` as PPT does.
 """
+import math
 from typing import Optional
 
 import torch
@@ -99,10 +100,10 @@ def attention_sharpness_importance(q: Tensor,
         logits = logits + key_bias[:, None, None]
     log_attention = logits.log_softmax(-1)
     entropy = -(log_attention.exp() * log_attention).sum(-1).mean(1)
-    keys = k.shape[2] if valid is None else valid.sum(1, keepdim=True)
-    sharpness = (torch.log(torch.as_tensor(keys, dtype=entropy.dtype,
-                                           device=entropy.device)) -
-                 entropy).clamp(min=0)
+    # log(N) from the shape, not from a tensor made on the host.
+    log_keys = math.log(k.shape[2]) if valid is None else \
+        valid.sum(1, keepdim=True).to(entropy.dtype).log()
+    sharpness = (log_keys - entropy).clamp(min=0)
     return _sum_to_one(sharpness, valid)
 
 

@@ -13,10 +13,10 @@ tokens, so batches keep one length.
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import check_cosine
+from .cosine import cosine_similarities
 from .token_state import TokenState
 
 
@@ -34,8 +34,8 @@ def merge_into_kept(x: Tensor, metric: Tensor, state: TokenState,
     Returns:
         The kept tokens in the order of ``kept``, and their state.
     """
-    unit = F.normalize(metric.float(), dim=-1)
-    similarity = _take(unit, removed) @ _take(unit, kept).transpose(1, 2)
+    similarity = cosine_similarities(_take(metric, removed),
+                                     _take(metric, kept))
     partner = similarity.argmax(-1)  # (B, R)
     return _merge(x, state, kept, removed, partner,
                   torch.ones_like(partner, dtype=torch.bool))
@@ -87,8 +87,8 @@ def joint_merge_prune(x: Tensor, metric: Tensor, state: TokenState,
     batch = x.shape[0]
     positions = torch.arange(n, device=x.device).expand(batch, -1)
     a, b = positions[:, ::2], positions[:, 1::2]
-    unit = F.normalize(metric.float(), dim=-1)
-    best, partner = (unit[:, ::2] @ unit[:, 1::2].transpose(1, 2)).max(-1)
+    best, partner = cosine_similarities(metric[:, ::2],
+                                        metric[:, 1::2]).max(-1)
     # Importance quantile in [0, 1], 1 for the most important token.
     rank = importance.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
     quantile = rank[:, ::2].float() / max(n - 1, 1)

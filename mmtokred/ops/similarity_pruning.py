@@ -8,10 +8,10 @@ token, so no group of similar tokens is pruned entirely.
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import check_cosine
+from .cosine import cosine_similarities
 
 
 def similarity_prune_index(features: Tensor, r: int,
@@ -36,8 +36,7 @@ def similarity_prune_index(features: Tensor, r: int,
         raise ValueError(f'r must be in [0, {n - 1}] for {n} tokens, got {r}')
     if threshold is not None:
         check_cosine('threshold', threshold)
-    unit = F.normalize(features.float(), dim=-1)
-    similarity = unit @ unit.transpose(1, 2)  # (B, N, N)
+    similarity = cosine_similarities(features, features)  # (B, N, N)
     redundancy = (similarity.sum(-1) - similarity.diagonal(
         dim1=1, dim2=2)) / max(n - 1, 1)
     order = redundancy.argsort(dim=1, descending=True, stable=True)

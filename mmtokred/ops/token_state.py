@@ -5,6 +5,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+#: The attention bias of a padding key. Finite in every precision (fp16's
+#: largest is 65504), so a flash kernel's tile of padded keys alone has a
+#: finite maximum and never computes -inf - (-inf) = NaN; and so far below
+#: any real logit that exp() of it is 0 in every precision.
+PADDING_BIAS = -1e4
+
 
 @dataclass
 class TokenState:
@@ -28,23 +34,20 @@ class TokenState:
             return self.size
         return x.new_ones(x.shape[0], x.shape[1], 1)
 
-    def key_bias(self, proportional: bool,
-                 dtype: torch.dtype) -> Optional[Tensor]:
-        """The ``(B, N)`` attention bias of each key, or None for none.
+    def key_bias(self, proportional: bool) -> Optional[Tensor]:
+        """The ``(B, N)`` attention bias of each key (fp32), or None for
+        none.
 
         Proportional attention adds log(size) so a merged token weighs as
-        much as the patches it replaced; padding gets a large negative bias
-        so it receives no attention.
+        much as the patches it replaced; padding gets ``PADDING_BIAS`` so it
+        receives no attention.
         """
         if self.size is None or not (proportional or self.padded):
             return None
-        size = self.size[..., 0]
-        floor = torch.finfo(dtype).min / 4  # exp() is 0, sums stay finite
-        if proportional:
-            return torch.where(size > 0, size.clamp(min=1e-6).log(),
-                               torch.full_like(size, floor))
-        return torch.where(size > 0, torch.zeros_like(size),
-                           torch.full_like(size, floor))
+        size = self.size[..., 0].float()
+        bias = size.clamp(min=1e-6).log() if proportional else \
+            torch.zeros_like(size)
+        return bias.masked_fill(size == 0, PADDING_BIAS)
 
     def pool(self, x: Tensor) -> Tensor:
         """Mean over tokens, weighted by size so every input patch counts once.
@@ -53,5 +56,14 @@ class TokenState:
         """
         if self.size is None:
             return x.mean(1)
-        size = self.size.to(x.dtype)
-        return (x * size).sum(1) / size.sum(1)
+        return weighted_mean(x, self.size)
+
+
+def weighted_mean(x: Tensor, size: Tensor) -> Tensor:
+    """Mean of ``x`` ``(B, N, C)`` over tokens weighted by ``size``
+    ``(B, N, 1)``, in ``x``'s dtype. The sum runs in fp32 (or wider): in
+    fp16 the sum over ViT-B's 1568 tokens of a channel whose mean passes
+    about 42 is past fp16's largest number, though the mean is not."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    size = size.to(wide)
+    return ((x.to(wide) * size).sum(1) / size.sum(1)).to(x.dtype)

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from ..benchmark.flops import count_gflops
 from ..benchmark.forward import (DTYPES, device_name, interleaved_times,
                                  prepare, spread)
-from ..benchmark.memory import FRESH_ENV, peak_memory
-from ..benchmark.peak import cpu_peak, peak_line
+from ..benchmark.memory import FRESH_ENV, cuda_peaks, peak_memory
+from ..benchmark.peak import limit_lines, machine_limits
 from .patch import PAPER_SETTINGS, apply_token_reduction
 
 #: Benchmarked when no model is named.
@@ -263,11 +263,15 @@ def compare_timm(model_name: str,
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, *input_size, generator=generator)
 
-    forwards, rows = {}, {}
+    forwards, rows, resident = {}, {}, {}
+    device_images = images.to(dev)
     for label, model in models.items():
+        held = torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
         prepare(model.to(dev), dtype)
-        forwards[label] = image_forward_fn(model, images.to(dev))
-        one_image = image_forward_fn(model, images[:1].to(dev))
+        forwards[label] = image_forward_fn(model, device_images)
+        if dev.type == 'cuda':
+            resident[label] = torch.cuda.memory_allocated(dev) - held
+        one_image = image_forward_fn(model, device_images[:1])
         rows[label] = dict(
             token_reduction=settings[label],
             gflops_per_image=count_gflops(one_image),
@@ -276,8 +280,8 @@ def compare_timm(model_name: str,
     times = interleaved_times(forwards, warmup, repeats)
 
     if dev.type == 'cuda':
-        for label, forward in forwards.items():
-            rows[label].update(peak_memory(forward, dev))
+        for label, peak in cuda_peaks(forwards, resident, dev).items():
+            rows[label].update(peak)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             weights, inputs = Path(tmp) / 'weights.pth', Path(tmp) / 'in.pth'
@@ -320,7 +324,9 @@ def compare_timm(model_name: str,
         warmup=warmup,
         repeats=repeats,
         rows=rows,
-        peak=cpu_peak(DTYPES[dtype]) if dev.type == 'cpu' else None,
+        limits=machine_limits(
+            {dtype: DTYPES[dtype]}, dev,
+            batch_size * rows[STOCK]['tokens'][0], stock.embed_dim),
     )
 
 
@@ -356,10 +362,8 @@ def format_table(result: Dict) -> str:
         'FLOPs, speedup, memory: vs timm; range: lowest and highest paired '
         'speedup of a repetition; spread: (max - min) / median of the '
         "repeats' times; peak MiB: the forward pass's own peak")
-    peak = result.get('peak')
-    if peak:
-        lines.append(peak_line(peak, max(
-            row['gflops_per_s'] for row in result['rows'].values()), 'row'))
+    lines.append(limit_lines(result['limits'], {result['dtype']: max(
+        row['gflops_per_s'] for row in result['rows'].values())}, 'row'))
     return '\n'.join(lines)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..ops import (TokenState, attention, bipartite_soft_matching,
                    joint_merge_prune, merge_in_rounds, merge_schedule,
                    merge_with_sizes, neighbour_merge, plan_tokens, prune,
-                   similarity_prune_index)
+                   similarity_prune_index, weighted_mean)
 from ..ops.checks import (check_block_counts, check_choice, check_counts,
                           check_cosine, check_int, check_number, is_int)
 from ..ops.neighbour_merge import DISTANCES, POSITIONS, REPRESENTATIVES
@@ -485,7 +485,7 @@ class ReducingBlock(Block):
                 reducer: Optional[BlockReducer] = None, block_index: int = 0,
                 proportional_attention: bool = False
                 ) -> Tuple[Tensor, TokenState]:
-        key_bias = state.key_bias(proportional_attention, x.dtype)
+        key_bias = state.key_bias(proportional_attention)
         out, inputs = self.attn(self.norm1(x), key_bias)
         x = x + self.drop_path1(self.ls1(out))
         if reducer is not None:
@@ -631,8 +631,7 @@ class TokenReductionMixin:
         if self.global_pool == 'avg' and state.size is not None:
             # Merged tokens stand for several patches: weigh them so.
             prefix = self.num_prefix_tokens
-            size = state.size[:, prefix:].to(x.dtype)
-            pooled = (x[:, prefix:] * size).sum(1) / size.sum(1)
+            pooled = weighted_mean(x[:, prefix:], state.size[:, prefix:])
             return self.head(self.head_drop(self.fc_norm(pooled)))
         return self.forward_head(x)
 
