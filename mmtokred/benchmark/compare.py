@@ -14,7 +14,8 @@ from .flops import count_gflops
 from .forward import (DTYPES, autocast_dtype, device_name, forward_fn,
                       interleaved_times, prepare, spread)
 from .kernels import attention_kernel_ms
-from .memory import cuda_peaks, peak_memory_fresh_process
+from .memory import (allocated_bytes, cuda_peaks,
+                     peak_memory_fresh_process)
 from .observe import ReducerTimer, TokenRecorder
 from .peak import limit_lines, machine_limits
 from .variants import build_variants, has_token_reduction
@@ -187,10 +188,10 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
     device_inputs = inputs.to(dev)
     forwards, resident = {}, {}
     for name, model in models.items():
-        held = _allocated(dev)
+        held = allocated_bytes(dev)
         prepare(model.to(dev), setting(name)[0])
         forwards[name] = forward_fn(model, device_inputs, setting(name)[1])
-        resident[name] = _allocated(dev) - held
+        resident[name] = allocated_bytes(dev) - held
     outputs = {name: forward().float().cpu() for name, forward in
                forwards.items()}
     figures: Dict[str, Dict] = {name: {} for name in models}
@@ -261,10 +262,6 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
         max_abs_diff_dense_vs_stock=float(
             (outputs[reference] - outputs['stock']).abs().max()),
     )
-
-
-def _allocated(dev: torch.device) -> int:
-    return torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
 
 
 def _cpu_peaks(figures: Dict[str, Dict], probe: Dict, inputs: torch.Tensor,

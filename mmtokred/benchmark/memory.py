@@ -56,6 +56,13 @@ def peak_memory(forward: Callable[[], object],
     return dict(activation_mib=(peak - before) / 1024, total_mib=peak / 1024)
 
 
+def allocated_bytes(device: torch.device) -> int:
+    """Bytes the CUDA allocator holds on ``device`` (0 elsewhere): what a
+    model moved there adds is its resident size for :func:`cuda_peaks`."""
+    return torch.cuda.memory_allocated(device) if device.type == 'cuda' \
+        else 0
+
+
 def cuda_peaks(forwards: Dict[str, Callable[[], object]],
                resident: Dict[str, int],
                device: torch.device) -> Dict[str, Dict[str, float]]:

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from ..benchmark.flops import count_gflops
 from ..benchmark.forward import (DTYPES, device_name, interleaved_times,
                                  prepare, spread)
-from ..benchmark.memory import FRESH_ENV, cuda_peaks, peak_memory
+from ..benchmark.memory import (FRESH_ENV, allocated_bytes, cuda_peaks,
+                                peak_memory)
 from ..benchmark.peak import limit_lines, machine_limits
 from .patch import PAPER_SETTINGS, apply_token_reduction
 
@@ -266,11 +267,10 @@ def compare_timm(model_name: str,
     forwards, rows, resident = {}, {}, {}
     device_images = images.to(dev)
     for label, model in models.items():
-        held = torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
+        held = allocated_bytes(dev)
         prepare(model.to(dev), dtype)
         forwards[label] = image_forward_fn(model, device_images)
-        if dev.type == 'cuda':
-            resident[label] = torch.cuda.memory_allocated(dev) - held
+        resident[label] = allocated_bytes(dev) - held
         one_image = image_forward_fn(model, device_images[:1])
         rows[label] = dict(
             token_reduction=settings[label],
