@@ -2,8 +2,9 @@
 # whose blocks merge tokens with ToMe (r=8 per block: 197 -> 101 tokens),
 # with proportional attention, as ToMe runs off-the-shelf ViTs. Each frame
 # goes through the ViT on its own; TSNHead averages the segments. Needs the
-# timm environment (README, Tests): the backbone is registered only where
-# timm imports. The schedule and data are MMAction2's TSN R-50 config's.
+# timm environment (README, Tests): elsewhere building the backbone fails
+# naming the extra to install. The schedule and data are MMAction2's TSN
+# R-50 config's.
 _base_ = ('mmaction::recognition/tsn/'
           'tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400-rgb.py')
 
@@ -14,7 +15,12 @@ model = dict(
         _delete_=True,
         type='TimmTokenReductionViT',
         model_name='vit_base_patch16_224',
-        pretrained=True,  # timm's ImageNet weights (or checkpoint='x.pth')
+        # Nothing downloaded by default: timm's ImageNet weights (to train
+        # from) come from the Hugging Face hub only when asked for,
+        # --cfg-options model.backbone.pretrained=True (or from a local
+        # file: model.backbone.checkpoint=FILE); tools/test.py loads every
+        # weight from the recognizer's checkpoint it is given.
+        pretrained=False,
         token_reduction=dict(
             blocks=dict(type='ToMe', r=8), proportional_attention=True)),
     cls_head=dict(in_channels=768),

@@ -31,6 +31,8 @@ JMP's moved by 0.25, proportional attention switched) and moves to the best
 if it lowers the mean KL by more than one standard error of the per-clip
 differences (:func:`clearly_better`); when no step does, the steps of tilt
 and ratio are halved once, then it stops (at most ``MAX_ROUNDS`` rounds).
+It reports as it goes: the default shape with the time a candidate takes,
+a line per round, and the round it converged in.
 A block's removal is cut to what it can spend (ToMe at most half its
 tokens, any block leaving at least ``min_tokens``). A target of 1.0
 returns no reduction.
@@ -52,6 +54,7 @@ import inspect
 import json
 import math
 import os.path as osp
+import time
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -62,12 +65,11 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.runner import load_checkpoint
-from mmengine.utils import ProgressBar
 from torch import Tensor, nn
 
 from .models.selected_blocks import every_block
 from .benchmark.observe import TokenRecorder
-from .benchmark.sweep import NEPAM_DEFAULT, Costs, stage_counts
+from .benchmark.sweep import NEPAM_DEFAULT, Costs, duration, stage_counts
 
 #: The block-stage reducers a method may name, by the method's name.
 BLOCK_REDUCERS = {'tome': 'ToMe', 'ppt': 'PPT', 'jmp': 'JMP',
@@ -386,7 +388,8 @@ class Calibrator:
     def search(self, target: float, proportional_attention: bool = False,
                progress: bool = True) -> Tuple[Candidate, List[Candidate]]:
         """The schedule for ``target`` (a FLOPs ratio in (0, 1]) and every
-        candidate measured, in order."""
+        candidate measured, in order; ``progress``: report each round (on
+        the first process)."""
         if not 0 < target <= 1:
             raise ValueError(f'the FLOPs target must be in (0, 1], got '
                              f'{target}')
@@ -394,7 +397,18 @@ class Calibrator:
             none = self.measure(Candidate(Shape(), 'no reduction', 0., 1.,
                                           None, taken=True))
             return none, [none]
+
+        def report(line: str) -> None:
+            if progress and get_dist_info()[0] == 0:
+                print(line, flush=True)
+
+        started = time.perf_counter()
         start = self.space.start(proportional_attention)
+        moves = len(self.space.moves(start))
+        report(f'search: each round tries {moves} moves (a step of each '
+               'coordinate each way), each bisected to the target and run '
+               f'on the {len(self.clips)} clips; it ends when none helps, '
+               f'after at most {MAX_ROUNDS} rounds')
         current = self.at_target(start, 'default shape', target)
         if current is None:
             raise ValueError(
@@ -403,10 +417,14 @@ class Calibrator:
         current.taken = True
         tried = [self.measure(current)]
         seen = {start}
-        bar = ProgressBar(MAX_ROUNDS) if progress and \
-            get_dist_info()[0] == 0 else None
+        # The default shape is a candidate like any: the unit of the
+        # estimate (the moves of a round are as many, give or take one).
+        unit = time.perf_counter() - started
+        report(f'default shape: {_figures(current)} ({duration(unit)} a '
+               f'candidate: about {duration(moves * unit)} a round)')
         scales = list(SCALES)
-        for _ in range(MAX_ROUNDS):
+        for round_ in range(1, MAX_ROUNDS + 1):
+            began = time.perf_counter()
             options = []
             for move, shape in self.space.moves(current.shape, scales[0]):
                 if shape in seen:
@@ -416,20 +434,37 @@ class Calibrator:
                 if candidate is not None:
                     options.append(self.measure(candidate))
             tried += options
-            if bar is not None:
-                bar.update()
             best = min(options, default=current,
                        key=lambda c: (c.kl, -c.agreement))
+            head = (f'round {round_} (at most {MAX_ROUNDS}): '
+                    f'{len(options)} moves in '
+                    f'{duration(time.perf_counter() - began)}; ')
             if clearly_better(best, current):
+                report(head + f'took {best.move}: {_figures(best)} (KL '
+                       f'was {current.kl:.4g})')
                 best.taken = True
                 current = best
             elif len(scales) > 1:
+                report(head + 'none clearly better: halving the steps of '
+                       'tilt and ratio')
                 scales.pop(0)  # finer steps
             else:
+                report(head + 'none clearly better')
+                report(f'converged after {round_} rounds: {len(tried)} '
+                       'candidates in '
+                       f'{duration(time.perf_counter() - started)}')
                 break
-        if bar is not None:
-            print()
+        else:
+            report(f'stopped at the limit of {MAX_ROUNDS} rounds, not '
+                   f'converged: {len(tried)} candidates in '
+                   f'{duration(time.perf_counter() - started)}')
         return current, tried
+
+
+def _figures(candidate: Candidate) -> str:
+    # KL in significant figures: near dense it is far below 1e-5.
+    return (f'FLOPs {candidate.flops_ratio:.3f}, KL {candidate.kl:.4g}, '
+            f'agreement {100 * candidate.agreement:.1f}%')
 
 
 def clearly_better(candidate: Candidate, current: Candidate) -> bool:

@@ -268,15 +268,21 @@ def _patch_checkpoint_loader() -> None:
 #    With CUDA but fewer GPUs than processes per node, init_dist's
 #    set_device fails with "invalid device ordinal"; tools/torchrun.sh then
 #    hides the GPUs, and a launch that bypasses it gets an error that says so.
+#    Without CUDA, the config also says gloo (env_cfg.dist_cfg.backend,
+#    mmaction's default_runtime.py says nccl), so that the config the Runner
+#    logs and dumps names the backend used.
 # ---------------------------------------------------------------------------
 def prepare_cpu_distributed(cfg) -> None:
     """Make ``cfg`` runnable under ``--launcher pytorch`` on a CPU machine.
 
-    Does nothing when the launcher is not pytorch, nor when CUDA has a GPU
-    for every process of the node (it refuses fewer, naming the fix). The
-    caller must call :func:`finish_distributed` at exit.
+    Without CUDA, sets ``env_cfg.dist_cfg.backend`` to gloo, whatever the
+    launcher. Does nothing else when the launcher is not pytorch, nor when
+    CUDA has a GPU for every process of the node (it refuses fewer, naming
+    the fix). The caller must call :func:`finish_distributed` at exit.
     """
     import torch.distributed as dist
+    if not torch.cuda.is_available():
+        cfg.merge_from_dict({'env_cfg.dist_cfg.backend': 'gloo'})
     if cfg.get('launcher') != 'pytorch':
         return
     if torch.cuda.is_available():
@@ -332,7 +338,8 @@ def _patch_acc_metric_bfloat16() -> None:
 
 
 # ---------------------------------------------------------------------------
-# 5. Two harmless warnings of the pinned stack, printed by every tool:
+# 5. Two harmless warnings of the pinned stack, printed by every tool (and
+#    two logged notices, section 6):
 #    - mmcv-lite 2.1.0, mmcv/cnn/bricks/transformer.py line 33, warns "Fail to
 #      import ``MultiScaleDeformableAttention``..." whenever mmaction.models
 #      imports mmcv.cnn.bricks.transformer (mmaction/models/common/
@@ -349,7 +356,8 @@ def _patch_acc_metric_bfloat16() -> None:
 #    warning, of these modules too, still shows.
 # ---------------------------------------------------------------------------
 def silence_known_upstream_warnings() -> None:
-    """Filter the two warnings above, and nothing else (idempotent)."""
+    """Filter the two warnings above and the two notices of section 6, and
+    nothing else (idempotent)."""
     import re
     import warnings
     for message, module in (
@@ -361,6 +369,48 @@ def silence_known_upstream_warnings() -> None:
     ):
         warnings.filterwarnings('ignore', message=re.escape(message),
                                 category=UserWarning, module=module)
+    _drop_file_client_deprecation_messages()
+
+
+# ---------------------------------------------------------------------------
+# 6. Two deprecation notices of mmengine 0.10.7, logged (print_log, WARNING,
+#    to the current MMLogger: not Python warnings) by every tool that reads
+#    a video: mmaction 1.2.0's DecordInit (mmaction/datasets/transforms/
+#    loading.py, line 1141) builds `FileClient(self.io_backend)`, and
+#    mmengine/fileio/file_client.py logs '"FileClient" will be deprecated in
+#    future...' (FileClient.__new__, lines 89-94), then '"HardDiskBackend"
+#    is the alias of "LocalBackend"...' (HardDiskBackend.__init__, lines
+#    18-22; 'disk' maps to it); no upstream issue found. Nothing for a user
+#    to do: mmaction would have to move to mmengine.fileio's functions.
+#    Drop exactly these two messages of exactly that module: its print_log
+#    (the only logging it does) forwards every other message.
+# ---------------------------------------------------------------------------
+#: The exact messages of mmengine/fileio/file_client.py dropped.
+FILE_CLIENT_DEPRECATIONS = frozenset({
+    '"FileClient" will be deprecated in future. Please use io functions in '
+    'https://mmengine.readthedocs.io/en/latest/api/fileio.html#file-io',
+    '"HardDiskBackend" is the alias of "LocalBackend" and the former will be '
+    'deprecated in future.',
+})
+
+
+def _drop_file_client_deprecation_messages() -> None:
+    """Wrap the print_log of mmengine.fileio.file_client (idempotent)."""
+    try:
+        from mmengine.fileio import file_client
+    except ImportError:
+        return
+    original = getattr(file_client, 'print_log', None)
+    if original is None or getattr(original, '_mmtokred_quiet', False):
+        return
+
+    def print_log(msg, *args, **kwargs):
+        if msg in FILE_CLIENT_DEPRECATIONS:
+            return
+        return original(msg, *args, **kwargs)
+
+    print_log._mmtokred_quiet = True
+    file_client.print_log = print_log
 
 
 _applied = False

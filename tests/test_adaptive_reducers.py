@@ -201,6 +201,26 @@ def test_jmp_rejects_bad_budgets():
         joint_merge_prune(x, x, TokenState(), torch.rand(1, 5), 2, 1.5)
 
 
+@pytest.mark.parametrize('kind', ['PPT', 'JMP', 'TokenPruning',
+                                  'SimilarityPruning'])
+def test_default_blocks_on_a_shallow_model_say_they_are_vit_b(kind):
+    """A bare ``dict(type=...)`` has ViT-B's 12-block schedule: on a 4-block
+    model the error names the option, says whose defaults these are and
+    suggests blocks that exist."""
+    with pytest.raises(ValueError) as error:
+        MODELS.build(dict(SMALL, token_reduction=dict(blocks=dict(type=kind))))
+    message = str(error.value)
+    assert f'{kind} blocks [4, 5, 6, 7, 8, 9, 10] do not exist' in message
+    assert "ViT-B 16x224's (12 blocks, 1568 tokens)" in message
+    assert f'Give {kind} blocks and r' in message
+    assert 'blocks=(1, 2)' in message
+    with pytest.raises(ValueError) as error:  # not the defaults: no ViT-B
+        MODELS.build(dict(SMALL, token_reduction=dict(
+            blocks=dict(type=kind, blocks=(1, 5), r=4))))
+    assert 'blocks [5] do not exist' in str(error.value)
+    assert 'ViT-B' not in str(error.value)
+
+
 def test_merging_in_rounds_removes_more_than_half():
     x = torch.randn(2, 10, 4)
     out, state = merge_in_rounds(x, x, TokenState(), 8)

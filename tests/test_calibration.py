@@ -8,6 +8,7 @@ from conftest import ROOT, run_tool
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
+from mmtokred import calibration
 from mmtokred.calibration import (CalibrationClips, Calibrator, Candidate,
                                   SearchSpace, Shape, clearly_better)
 from mmtokred.data import write_action_dataset
@@ -203,3 +204,69 @@ def test_a_move_must_beat_the_noise_of_the_clips():
     # A lower mean from one clip, worse on the others: noise.
     assert not clearly_better(candidate([0.3, 0.3, 0.3, -0.4]), current)
     assert not clearly_better(current, current)
+
+
+class ScriptedCalibrator(Calibrator):
+    """The search over ToMe's shape without a model: every shape meets the
+    target, the KL falls towards tilt 0.75 and rises with proportional
+    attention, the same on each of 4 clips."""
+
+    def __init__(self) -> None:
+        self.space = SearchSpace('tome', depth=4, tokens=64)
+        self.clips = range(4)
+
+    def at_target(self, shape, move, target):
+        return Candidate(shape, move, 0.5, target, None)
+
+    def measure(self, candidate):
+        shape = candidate.shape
+        kl = (shape.tilt - 0.75)**2 + 0.1 * shape.proportional_attention
+        candidate.kls = torch.full((4, ), kl, dtype=torch.float64)
+        candidate.kl, candidate.agreement = kl, 1.
+        return candidate
+
+
+def _report(capsys):
+    """The search's lines, with its times as T."""
+    out = capsys.readouterr().out
+    return re.sub(r'[\d.]+ (s|min)\b', 'T s', out).splitlines()
+
+
+def test_the_search_reports_each_round_and_where_it_stopped(capsys):
+    best, tried = ScriptedCalibrator().search(0.5)
+    assert best.shape.tilt == 0.75
+    lines = _report(capsys)
+    assert lines[0] == ('search: each round tries 3 moves (a step of each '
+                        'coordinate each way), each bisected to the target '
+                        'and run on the 4 clips; it ends when none helps, '
+                        'after at most 20 rounds')
+    assert lines[1] == ('default shape: FLOPs 0.500, KL 0.5625, agreement '
+                        '100.0% (T s a candidate: about T s a round)')
+    took = 'took tilt {}: FLOPs 0.500, KL {}, agreement 100.0% (KL was {})'
+    assert lines[2:] == [
+        'round 1 (at most 20): 3 moves in T s; ' + took.format(
+            '+0.25', 0.25, 0.5625),
+        'round 2 (at most 20): 2 moves in T s; ' + took.format(
+            '+0.5', 0.0625, 0.25),
+        'round 3 (at most 20): 2 moves in T s; ' + took.format(
+            '+0.75', 0, 0.0625),
+        'round 4 (at most 20): 2 moves in T s; none clearly better: '
+        'halving the steps of tilt and ratio',
+        'round 5 (at most 20): 2 moves in T s; none clearly better',
+        f'converged after 5 rounds: {len(tried)} candidates in T s',
+    ]
+    assert len(tried) == 1 + 3 + 2 + 2 + 2 + 2
+
+
+def test_the_search_says_when_it_hit_the_round_limit(capsys, monkeypatch):
+    monkeypatch.setattr(calibration, 'MAX_ROUNDS', 2)
+    best, tried = ScriptedCalibrator().search(0.5)
+    assert best.shape.tilt == 0.5
+    lines = _report(capsys)
+    assert [line.split(';')[0] for line in lines[2:4]] == [
+        'round 1 (at most 2): 3 moves in T s',
+        'round 2 (at most 2): 2 moves in T s']
+    assert lines[4:] == ['stopped at the limit of 2 rounds, not converged: '
+                         '6 candidates in T s']
+    ScriptedCalibrator().search(0.5, progress=False)
+    assert capsys.readouterr().out == ''

@@ -15,7 +15,8 @@ from mmtokred.data import (ACTIONS, MIN_COVER, TokenGrid, render_clip,
                            render_clip_with_mask, tubelet_mask,
                            write_action_dataset)
 from mmtokred.ops import neighbour_merge
-from mmtokred.visualization import overlay, token_map
+from mmtokred.visualization import (annotate, caption, overlay,
+                                    stage_labels, token_map, token_summary)
 
 PROXY = ROOT / 'configs' / 'proxy' / 'videomae_proxy_dense.py'
 
@@ -198,6 +199,43 @@ def test_token_map_and_overlay_follow_the_source_map():
     assert (overlay(frame, pruned, sizes)[24:, 24:] < 20).all()
 
 
+def test_rows_are_labelled_with_what_they_show():
+    assert stage_labels([1, 3], 8, 'NEPAM') == [
+        'after NEPAM', 'after block 1 (of 0-7)', 'after block 3 (of 0-7)']
+    assert stage_labels([3], 4, None) == ['input (no input reduction)',
+                                          'after block 3 (of 0-3)']
+    # Tokens 0 and 2 hold two tubelets each, one tubelet is held by none.
+    owners = np.array([[[0, 0, 1], [2, -1, 2]]])
+    assert token_summary(owners) == ('3 tokens, 2 of them merged, 1 tubelet '
+                                     'pruned')
+    owners[0, 0, 1] = -1
+    assert token_summary(owners) == ('3 tokens, 1 of them merged, 2 '
+                                     'tubelets pruned')
+    assert token_summary(np.arange(4).reshape(1, 2, 2)) == (
+        '4 tokens, 0 of them merged')
+
+
+def test_the_legend_says_what_is_drawn():
+    whole = {'after NEPAM': np.arange(4).reshape(1, 2, 2)}
+    pruned = dict(whole, after=np.array([[[0, -1], [1, 1]]]))
+    texts = [[text for _, text in caption(maps, 'columns: time steps')]
+             for maps in (whole, pruned)]
+    assert texts[0][0].startswith('tinted: the tubelets of one merged token')
+    assert not any('pruned' in text for text in texts[0])
+    assert texts[1][2] == 'dark: pruned, held by no token'
+    assert texts[0][-1] == texts[1][-1] == 'columns: time steps'
+    # Swatches: merged tokens' colours, then the shade of a pruned tubelet.
+    swatches = [len(s) for s, _ in caption(pruned, '')]
+    assert swatches == [3, 0, 1, 0]
+    # Each row gets a head above it, the legend goes below, the width stays.
+    image = np.zeros((2 * 40, 300, 3), np.uint8)
+    labelled = annotate(image, ['a', 'b'], caption(whole, 'x'), 'row')
+    assert labelled.shape[1] == 300 and labelled.shape[0] > 80 + 3 * 18
+    assert annotate(image, ['a', 'b'], [], 'column').shape[1] == 300
+    with pytest.raises(ValueError, match='by'):
+        annotate(image, ['a'], [], 'diagonal')
+
+
 def test_visualize_tokens_tool(actions, tmp_path):
     _, paths = actions
     video = paths['videos'] / paths['test'].read_text().split()[0]
@@ -209,8 +247,11 @@ def test_visualize_tokens_tool(actions, tmp_path):
         'model.backbone.token_reduction.blocks.r=16'
     ])
     # NEPAM's default merges 10% of the 64 1x2x2 windows: 256 - 6 x 3.
-    assert 'input: 238 tokens' in result.stdout
-    assert 'block 1: 206 tokens' in result.stdout  # 238 - 2 x 16 by ToMe
+    assert 'after NEPAM: 238 tokens, 6 of them merged\n' in result.stdout
+    # 238 - 2 x 16 by ToMe.
+    assert 'after block 1 (of 0-7): 206 tokens' in result.stdout
+    assert 'by row: after NEPAM; after block 1 (of 0-7); after block 3 ' \
+        '(of 0-7))' in result.stdout
     assert (tmp_path / 'tokens.png').stat().st_size > 1000
     from PIL import Image
     gif = Image.open(tmp_path / 'tokens.gif')
@@ -225,7 +266,7 @@ def test_dist_train_runs_two_processes(actions, tmp_path):
         'train_cfg.val_interval=1', *data_options(paths)
     ], env={'PORT': '29531'})
     output = result.stdout + result.stderr
-    assert 'GPU number: 2' in output and 'Epoch(val) [1]' in output
+    assert 'distributed: 2 processes' in output and 'Epoch(val) [1]' in output
     assert (tmp_path / 'epoch_1.pth').exists()
 
 

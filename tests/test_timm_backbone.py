@@ -2,6 +2,7 @@
 backbone of MMAction2's Recognizer2D/TSNHead (configs/tsn_timm_*.py)."""
 import copy
 import math
+import sys
 
 import pytest
 import timm
@@ -10,7 +11,7 @@ from mmaction.registry import MODELS
 from mmaction.structures import ActionDataSample
 from mmengine.config import Config
 
-from conftest import ROOT
+from conftest import ROOT, run_tool
 from mmtokred.timm.backbone import TimmTokenReductionViT
 
 TINY = 'vit_tiny_patch16_224'
@@ -147,3 +148,41 @@ def test_recognizer_without_reduction_equals_timm():
     torch.testing.assert_close(features[:, :, 0, 0],
                                timm_features(model.backbone, frames),
                                rtol=0, atol=0)
+
+
+def test_configs_build_offline_and_pretrained_says_what_to_do(tmp_path):
+    """The configs as written build without the network (timm's weights
+    only when asked for); asked for offline, the error says what to do."""
+    code = f'''
+import socket
+
+def refuse(*args, **kwargs):
+    raise AssertionError(f'the network was touched: {{args}}')
+
+socket.socket.connect = refuse  # any download attempt fails loudly
+
+import mmtokred.plugin
+from mmaction.registry import MODELS
+from mmaction.utils import register_all_modules
+from mmengine.config import Config
+from mmtokred.timm.backbone import TimmTokenReductionViT
+
+register_all_modules()
+for name in ('tsn_timm_vit-base_tome.py', 'tsn_timm_vit-base_nepam.py'):
+    cfg = Config.fromfile({str(ROOT / 'configs')!r} + '/' + name)
+    assert cfg.model.backbone.pretrained is False
+    model = MODELS.build(cfg.model)
+    assert model.backbone.model_name == 'vit_base_patch16_224'
+try:
+    TimmTokenReductionViT({TINY!r}, pretrained=True)
+except OSError as exc:
+    print(exc)
+'''
+    result = run_tool([sys.executable, '-c', code],
+                      env={'HF_HUB_OFFLINE': '1',
+                           'HF_HOME': str(tmp_path / 'hf')})  # no cache
+    assert (f"TimmTokenReductionViT: pretrained=True loads timm's weights of "
+            f"'{TINY}' from the Hugging Face hub, which cannot be reached "
+            'from here, and they are not in its local cache: give them as a '
+            'local file (model.backbone.checkpoint=FILE), or set '
+            'model.backbone.pretrained=False') in result.stdout

@@ -117,3 +117,22 @@ def test_benchmark_timm_json(tmp_path):
     assert ppt['flops_ratio_vs_timm'] <= 0.65  # PPT's 2.94 of 4.6 GMACs
     assert timm_row['tokens'][0] == timm_row['tokens'][-1] == 197
     assert ppt['tokens'][-1] == 197 - 3 * 50
+
+
+def test_benchmark_device_check_on_this_torch_build():
+    """This environment's torch is the registry's default (CUDA) build: on
+    a machine without a GPU, --device cuda is refused with the way out
+    (the main environment's CPU-only torch: tests/test_tools.py)."""
+    from mmtokred.benchmark.forward import check_device
+    if torch.cuda.is_available():
+        assert check_device('cuda', '--device') == torch.device('cuda')
+    elif torch.version.cuda is not None:
+        with pytest.raises(ValueError, match=(
+                rf'^--device cuda: this torch \({re.escape(torch.__version__)}'
+                rf'\) has CUDA {torch.version.cuda} but sees no GPU: check '
+                'the driver and CUDA_VISIBLE_DEVICES, or use --device cpu$')):
+            check_device('cuda', '--device')
+    else:
+        with pytest.raises(ValueError, match='has no CUDA; install the CUDA '
+                           'build of torch or use --device cpu$'):
+            check_device('cuda', '--device')

@@ -1,13 +1,15 @@
 """tools/test.py, tools/dist_test.sh and the video writer, end to end."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import decord
 import pytest
 import torch
-from conftest import TINY_CONFIG, data_options, run_tool, test_metrics
+from conftest import (TIMM_UNAVAILABLE, TINY_CONFIG, data_options,
+                      run_tool, test_metrics)
 from mmaction.registry import DATASETS
 
 from mmtokred.data import write_video_dataset
@@ -57,8 +59,7 @@ def test_dist_test_matches_single_process(video_data, tiny_checkpoint,
         *data_options(video_data)
     ], env={'PORT': '29517'})
     output = result.stdout + result.stderr
-    assert 'Distributed training: True' in output
-    assert 'GPU number: 2' in output  # mmengine's name for the world size
+    assert 'distributed: 2 processes, backend gloo' in output
     assert test_metrics(output) == single
 
 
@@ -272,3 +273,103 @@ def test_threshold_benchmark_compares_padding_with_single_clips(tmp_path):
     assert result['padded_length'] == max(result['tokens_per_clip'])
     assert result['max_abs_diff'] < 1e-4
     assert result['padded_speedup'] > 0
+
+
+def test_benchmark_refuses_a_device_torch_cannot_reach():
+    # Refused before any model is built, naming the option and the way out
+    # (torch's own AssertionError comes at the first .to('cuda')).
+    device = 'cuda:99' if torch.cuda.is_available() else 'cuda'
+    refused = run_tool([sys.executable, 'tools/benchmark.py',
+                        str(TINY_CONFIG), '--device', device], check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert f'error: --device {device}: ' in refused.stderr
+    assert 'Traceback' not in refused.stderr
+    if not torch.cuda.is_available() and torch.version.cuda is None:
+        assert (f'this torch ({torch.__version__}) has no CUDA; install the '
+                'CUDA build of torch or use --device cpu') in refused.stderr
+
+
+def test_device_check_names_each_way_out(monkeypatch):
+    from mmtokred.benchmark.forward import check_device
+    assert check_device('cpu') == torch.device('cpu')
+    for name, message in (('foo', 'not a device; use cpu, cuda or cuda:N'),
+                          ('meta', 'the benchmarks run on cpu or cuda')):
+        with pytest.raises(ValueError, match=f'^--device {name}: {message}'):
+            check_device(name, '--device')
+    monkeypatch.setattr(torch.version, 'cuda', None)
+    with pytest.raises(ValueError, match='has no CUDA; install the CUDA '
+                       'build of torch or use device cpu'):
+        check_device('cuda')
+    # A CUDA build of torch on a machine without a visible GPU.
+    monkeypatch.setattr(torch.version, 'cuda', '12.4')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(ValueError, match='has CUDA 12.4 but sees no GPU: '
+                       'check the driver and CUDA_VISIBLE_DEVICES'):
+        check_device('cuda', '--device')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert check_device('cuda:1') == torch.device('cuda:1')
+    with pytest.raises(ValueError, match='2 GPU.s. visible: use cuda:0 to '
+                       'cuda:1'):
+        check_device('cuda:2')
+
+
+def test_benchmark_refuses_a_clip_length_the_model_was_not_built_for():
+    # The issue's command: stock MMAction2's position embedding would fail
+    # with a RuntimeError deep in its forward pass.
+    refused = run_tool([sys.executable, 'tools/benchmark.py',
+                        'configs/videomae_nepam.py', '--shape', '8', '224',
+                        '224'], check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert ("error: --shape 8 224 224: configs/videomae_nepam.py's model was "
+            'built for clips of 16 x 224 x 224 (model.backbone.num_frames=16, '
+            'img_size=224); its position embedding fits T=16 frames only. '
+            'Use --shape 16 224 224 or build the model for 8 frames with '
+            '--cfg-options model.backbone.num_frames=8') in refused.stderr
+
+
+def test_clip_shape_check_allows_what_the_embedding_serves():
+    from mmengine.config import Config
+
+    from mmtokred.benchmark.compare import check_clip_shape
+    backbone = Config.fromfile(TINY_CONFIG).model.backbone  # 8 x 64 x 64
+    for shape in ((8, 64, 64), (8, 96, 48)):  # H, W: interpolated
+        check_clip_shape(backbone, shape, 'tiny')
+    with pytest.raises(ValueError, match=r'^input_shape 8 70 48: .* H and W '
+                       r'must be positive multiples of patch_size=16 .*\. Use '
+                       'input_shape 8 64 64 or input_shape 8 64 48$'):
+        check_clip_shape(backbone, (8, 70, 48), 'tiny')
+    with pytest.raises(ValueError, match=r'\. Use input_shape 8 64 64$'):
+        check_clip_shape(backbone, (8, 60, 64), 'tiny')
+    with pytest.raises(ValueError, match=r'num_frames=T \(a multiple of '
+                       r'tubelet_size=2\)$'):
+        check_clip_shape(backbone, (5, 64, 64), 'tiny')
+
+
+def test_benchmark_says_what_compiling_takes():
+    # TORCH_COMPILE_DISABLE: torch.compile runs eagerly (here and in the
+    # memory probe's processes), so the lines are checked in seconds.
+    result = run_tool([sys.executable, 'tools/benchmark.py',
+                       str(TINY_CONFIG), '--compile', '--repeats', '1'],
+                      env={'TORCH_COMPILE_DISABLE': '1'})
+    lines = result.stdout.splitlines()
+    assert lines[0] == ('compiling 2 models with torch.compile (the first '
+                        'pass takes up to a minute per model, less from the '
+                        'compile cache of an earlier run)...')
+    assert re.fullmatch(r'compiled in \d+ s', lines[1]), lines[1]
+    assert 'compile=True' in lines[2]
+
+
+@pytest.mark.skipif(TIMM_UNAVAILABLE is None, reason='timm imports here: '
+                    'the real backbone is built (tests/test_timm_backbone.py)')
+def test_timm_backbone_without_timm_names_the_extra():
+    from mmaction.registry import MODELS
+    from mmengine.config import Config
+
+    from conftest import ROOT
+    cfg = Config.fromfile(ROOT / 'configs' / 'tsn_timm_vit-base_nepam.py')
+    with pytest.raises(ImportError, match=r'TimmTokenReductionViT needs timm '
+                       r'and torchvision, .*: install the timm extra, pip '
+                       r'install -e "\.\[timm\]", with a torch build that '
+                       'has torchvision'):
+        MODELS.build(cfg.model)

@@ -6,17 +6,18 @@
         [--stock-fp32] [--attention auto|fused|blocked] [--json result.json]
 """
 import argparse
+import functools
 import json
 
-from mmengine.config import DictAction
+from mmengine.config import Config, DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
-from mmtokred.benchmark.compare import compare, format_table
-from mmtokred.benchmark.forward import DTYPES
+from mmtokred.benchmark.compare import check_clip_shape, compare, format_table
+from mmtokred.benchmark.forward import DTYPES, check_device
 from mmtokred.ops.attention import CPU_KERNELS
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', nargs='+',
                         help='config file(s); several must build the same '
@@ -28,7 +29,9 @@ def parse_args():
     parser.add_argument('--batch-size', type=int, default=1,
                         help='clips per forward pass')
     parser.add_argument('--shape', type=int, nargs=3, metavar=('T', 'H', 'W'),
-                        help='clip shape (default: num_frames, img_size)')
+                        help="clip shape: T the config's num_frames, H and "
+                        'W multiples of the patch (default: num_frames, '
+                        'img_size)')
     parser.add_argument('--warmup', type=int, default=1,
                         help='untimed forward passes per model')
     parser.add_argument('--repeats', type=int, default=3,
@@ -49,10 +52,22 @@ def parse_args():
     parser.add_argument('--json', help='also write the figures to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
-    return parser.parse_args()
+    args = parser.parse_args()
+    # Refused here, before minutes of model building and compiling, with
+    # the option named (torch's errors come later and name neither).
+    try:
+        check_device(args.device, '--device')
+        if args.shape is not None:
+            cfg = Config.fromfile(args.config[0])
+            cfg.merge_from_dict(args.cfg_options or {})
+            check_clip_shape(cfg.model.backbone, args.shape, args.config[0],
+                             '--shape')
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
-def main():
+def main() -> None:
     args = parse_args()
     result = compare(args.config[0] if len(args.config) == 1 else
                      args.config, checkpoint=args.checkpoint,
@@ -61,7 +76,8 @@ def main():
                      warmup=args.warmup, repeats=args.repeats, amp=args.amp,
                      dtype=args.dtype, compile=args.compile,
                      stock_fp32=args.stock_fp32,
-                     attention_kernel=args.attention)
+                     attention_kernel=args.attention,
+                     progress=functools.partial(print, flush=True))
     print(format_table(result))
     if args.json:
         with open(args.json, 'w') as f:

@@ -13,9 +13,11 @@ distributions are closest to dense (mean KL, agreement as the tie-break);
 see :mod:`mmtokred.calibration` for the search. Prints the candidates tried and
 writes a config inheriting CONFIG that changes only
 ``model.backbone.token_reduction``; use it with tools/test.py and
-tools/dist_test.sh. Several processes (``bash tools/torchrun.sh N
-tools/calibrate.py ... --launcher pytorch``) share the forward passes and
-reach the same schedule.
+tools/dist_test.sh. It reports as it goes: the clips and the dense pass,
+the default shape with the time a candidate takes, a line per round of
+the search and the round it converged in. Several processes (``bash
+tools/torchrun.sh N tools/calibrate.py ... --launcher pytorch``) share the
+forward passes and reach the same schedule.
 """
 import argparse
 import json
@@ -31,7 +33,7 @@ from mmtokred import plugin, upstream_fixes  # noqa: F401  (plugin registers)
 from mmtokred.calibration import (METHODS, SPLITS, CalibrationClips,
                                   Calibrator, SearchSpace, calibrated_config,
                                   format_candidates)
-from mmtokred.benchmark.sweep import model_grid
+from mmtokred.benchmark.sweep import duration, model_grid
 
 
 def parse_args():
@@ -93,9 +95,18 @@ def calibrate(args, cfg, started):
     grid = model_grid(cfg)
     space = SearchSpace(args.method, grid.depth, grid.tokens,
                         dict(args.options))
+    if rank == 0:
+        print(f'calibrating {args.method} to <= {args.flops} of the dense '
+              f'FLOPs: decoding up to {args.clips} clips of the '
+              f'{args.split} set ({args.pipeline} pipeline), then the dense '
+              f'model on them, {world} process{"es" if world > 1 else ""}',
+              flush=True)
     clips = CalibrationClips(cfg, args.split, args.clips, args.seed,
                              args.batch_size, args.pipeline)
     calibrator = Calibrator(cfg, args.checkpoint, space, clips)
+    if rank == 0:
+        print(f'{len(clips)} clips decoded and run dense in '
+              f'{duration(time.perf_counter() - started)}', flush=True)
     best, tried = calibrator.search(args.flops, args.proportional_attention)
     minutes = (time.perf_counter() - started) / 60
     if rank != 0:
@@ -103,7 +114,7 @@ def calibrate(args, cfg, started):
     reduction = best.reduction
     print(format_candidates(tried))
     figures = (f'FLOPs {best.flops_ratio:.3f} of dense, mean KL '
-               f'{best.kl:.5f}, agreement {100 * best.agreement:.1f}%')
+               f'{best.kl:.4g}, agreement {100 * best.agreement:.1f}%')
     print(f'\nchosen ({len(tried)} candidates, {minutes:.1f} min, '
           f'{world} process{"es" if world > 1 else ""}): {figures}')
     print('token_reduction =', json.dumps(reduction))

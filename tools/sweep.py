@@ -4,6 +4,7 @@
         [--methods nepam tome ppt:threshold=1.5 ...]
         [--flops 0.7 0.5 0.35 0.25] [--configs CALIBRATED.py ...]
         [--work-dir work_dirs/sweep] [--repeats 3] [--cfg-options ...]
+    python tools/sweep.py CONFIG --replot SWEEP.csv
 
 For each method and FLOPs target (a fraction of dense; default: the
 method's own targets) finds the least reduction within the target, runs
@@ -16,7 +17,13 @@ Kinetics with an official checkpoint as on the generated proxy.
 The speedup is timed with every point and dense taking turns in each of
 --repeats passes (as tools/benchmark.py times); a point whose passes spread
 by more than 20% of their median is marked noisy: ``*`` after its speed in
-the table, ``noisy`` and ``speed_spread`` in the CSV and JSON.
+the table, ``noisy`` and ``speed_spread`` in the CSV and JSON. It says what
+it is doing as it goes: a line per phase with an estimate of its time, then
+the evaluation's progress bar.
+
+``--replot`` draws the plot of an earlier sweep again from its CSV (e.g.
+docs/proxy_sweep.csv, titled by CONFIG's name) beside it, as SWEEP.png,
+with no checkpoint or data.
 """
 import argparse
 from pathlib import Path
@@ -25,13 +32,13 @@ from mmengine.config import DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.sweep import (METHODS, format_table, plot_pareto,
-                                      sweep, write_table)
+                                      read_table, sweep, write_table)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
-    parser.add_argument('checkpoints', nargs='+', metavar='checkpoint')
+    parser.add_argument('checkpoints', nargs='*', metavar='checkpoint')
     parser.add_argument('--methods', nargs='+', default=list(METHODS),
                         help='names of methods (default: all), each may be '
                         "NAME:KEY=VALUE,... to change options of its reducer, "
@@ -51,14 +58,25 @@ def main():
                         'point is noisy)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    parser.add_argument('--replot', metavar='SWEEP.csv',
+                        help="only draw an earlier sweep's plot again, from "
+                        'its CSV, as SWEEP.png')
     args = parser.parse_args()
+    title = Path(args.config).stem
+    if args.replot:
+        out = str(Path(args.replot).with_suffix('.png'))
+        plot_pareto(read_table(args.replot), out, title=title)
+        print(f'wrote {out}')
+        return
+    if not args.checkpoints:
+        parser.error('give at least one checkpoint (or --replot)')
     rows = sweep(args.config, args.checkpoints, args.methods,
                  targets=args.flops, work_dir=args.work_dir,
                  repeats=args.repeats, cfg_options=args.cfg_options,
                  configs=args.configs)
     prefix = str(Path(args.work_dir) / 'sweep')
     write_table(rows, prefix)
-    plot_pareto(rows, prefix + '.png', title=Path(args.config).stem)
+    plot_pareto(rows, prefix + '.png', title=title)
     print('\n' + format_table(rows))
     print(f'wrote {prefix}.csv, {prefix}.json, {prefix}.png')
 

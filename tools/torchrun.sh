@@ -19,6 +19,18 @@ if [ "${CUDA_VISIBLE_DEVICES-unset}" != "" ]; then
         export CUDA_VISIBLE_DEVICES=""
     fi
 fi
+# With several processes, torchrun (OMP_NUM_THREADS) and mmengine's
+# set_multi_processing (OMP_ and MKL_NUM_THREADS) set one thread each where
+# unset, and say so in a banner and two warnings per process: set those same
+# values here and say it once.
+if [ "$PROCS" -gt 1 ] && { [ -z "${OMP_NUM_THREADS+set}" ] ||
+        [ -z "${MKL_NUM_THREADS+set}" ]; }; then
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS-1}
+    export MKL_NUM_THREADS=${MKL_NUM_THREADS-1}
+    echo "$0: OMP_NUM_THREADS=$OMP_NUM_THREADS" \
+        "MKL_NUM_THREADS=$MKL_NUM_THREADS in each of the $PROCS processes" \
+        "(set them to tune)" >&2
+fi
 PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
 exec python -m torch.distributed.run \
     --nnodes="${NNODES:-1}" \

@@ -1,16 +1,19 @@
 """Train a model with MMAction2's runner, through mmtokred.
 
 The command line of MMAction2's tools/train.py. ``--launcher pytorch`` also
-runs on machines without CUDA (gloo).
+runs on machines without CUDA (gloo). The console shows what runs (model,
+token reduction, data), the progress and the metrics: the environment, config
+and hook order go to the log file only (WORK_DIR/TIMESTAMP/TIMESTAMP.log), and
+to the console as well with ``--verbose``.
 """
 import argparse
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
-from mmtokred import plugin, upstream_fixes  # noqa: F401  (plugin registers)
+# The plugin applies the upstream fixes and registers mmtokred's modules.
+from mmtokred import console, plugin, upstream_fixes  # noqa: F401
 
 
 def parse_args():
@@ -62,6 +65,11 @@ def parse_args():
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help='print the environment, config and hook order to the console '
+        'too, as mmengine does (they are in the log file either way)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -119,7 +127,7 @@ def main():
     cfg = merge_args(Config.fromfile(args.config), args)
     upstream_fixes.prepare_cpu_distributed(cfg)
     try:
-        Runner.from_cfg(cfg).train()
+        console.build_runner(cfg, verbose=args.verbose).train()
     finally:
         upstream_fixes.finish_distributed()
 

@@ -6,8 +6,8 @@
 
 Writes OUT.png (a row per stage: after the input stage and after each chosen
 block; a column per tubelet time step) and OUT.gif (every frame, the stages
-side by side). Tubelets of one merged token share a colour; pruned ones are
-black.
+side by side), each stage labelled with its tokens, and a legend: tubelets
+of one merged token share a colour; pruned ones are dark.
 """
 import argparse
 from pathlib import Path
@@ -24,7 +24,9 @@ from PIL import Image
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.observe import TokenRecorder
-from mmtokred.visualization import render_animation, render_grid, token_map
+from mmtokred.visualization import (annotate, caption, render_animation,
+                                    render_grid, stage_labels, token_map,
+                                    token_summary)
 
 
 def main():
@@ -51,7 +53,7 @@ def main():
         load_checkpoint(model, args.checkpoint, map_location='cpu')
     backbone = model.backbone
     depth = len(backbone.blocks)
-    blocks = args.blocks if args.blocks is not None else [depth - 1]
+    blocks = sorted(set(args.blocks)) if args.blocks else [depth - 1]
     if any(not 0 <= b < depth for b in blocks):
         raise ValueError(f'--blocks must be in [0, {depth - 1}], got {blocks}')
 
@@ -65,19 +67,20 @@ def main():
     backbone.track_source = True
     with torch.no_grad(), TokenRecorder(backbone, states_of=blocks) as seen:
         backbone(clip)
-    states = {'input': seen.input_state}
-    states.update({f'block {index}': seen.block_states[index]
-                   for index in blocks})
+    reducer = backbone.input_reducer
+    labels = stage_labels(blocks, depth, None if reducer is None else
+                          type(reducer).__name__)
+    states = dict(zip(labels, [seen.input_state] +
+                      [seen.block_states[index] for index in blocks]))
 
     grid = (frames.shape[0] // backbone.tubelet_size,
             frames.shape[1] // backbone.patch_size,
             frames.shape[2] // backbone.patch_size)
     maps = {name: token_map(state.source[0], grid)
             for name, state in states.items()}
-    for name, owners in maps.items():
-        merged = (np.bincount(owners[owners >= 0].ravel()) > 1).sum()
-        print(f'{name}: {len(np.unique(owners[owners >= 0]))} tokens, '
-              f'{merged} of them merged, {(owners < 0).sum()} tubelets pruned')
+    notes = [token_summary(owners) for owners in maps.values()]
+    for label, note in zip(labels, notes):
+        print(f'{label}: {note}')
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -86,16 +89,22 @@ def main():
         return cv2.resize(image, None, fx=args.scale, fy=args.scale,
                           interpolation=cv2.INTER_NEAREST)
 
-    grid_image = enlarge(render_grid(frames, maps, backbone.tubelet_size))
+    # Labels are drawn on the enlarged pictures: text needs the pixels.
+    grid_image = annotate(
+        enlarge(render_grid(frames, maps, backbone.tubelet_size)), labels,
+        caption(maps, 'columns: tubelet time steps, each at its first '
+                'frame'), 'row', notes)
     cv2.imwrite(str(out.with_suffix('.png')), grid_image[..., ::-1])
+    legend = caption(maps, 'one image per frame, the stages side by side')
     animation = [
-        Image.fromarray(enlarge(image))
+        Image.fromarray(annotate(enlarge(image), labels, legend, 'column',
+                                 notes))
         for image in render_animation(frames, maps, backbone.tubelet_size)
     ]
     animation[0].save(out.with_suffix('.gif'), save_all=True,
                       append_images=animation[1:], duration=120, loop=0)
-    print(f'wrote {out.with_suffix(".png")} ({" | ".join(maps)} by row) and '
-          f'{out.with_suffix(".gif")}')
+    print(f'wrote {out.with_suffix(".png")} (by row: {"; ".join(labels)}) '
+          f'and {out.with_suffix(".gif")}')
 
 
 if __name__ == '__main__':

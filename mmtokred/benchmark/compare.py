@@ -1,6 +1,8 @@
 """Measure configs' models, dense and stock side by side in one run."""
+import inspect
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -11,8 +13,8 @@ from torch import nn
 from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
     cpu_kernel_set_to
 from .flops import count_gflops
-from .forward import (DTYPES, autocast_dtype, device_name, forward_fn,
-                      interleaved_times, prepare, spread)
+from .forward import (DTYPES, autocast_dtype, check_device, device_name,
+                      forward_fn, interleaved_times, prepare, spread)
 from .kernels import attention_kernel_ms
 from .memory import (allocated_bytes, cuda_peaks,
                      peak_memory_fresh_process)
@@ -71,6 +73,52 @@ def config_names(configs: Union[str, Sequence[str]]) -> Dict[str, str]:
     return names
 
 
+def built_clip_shape(backbone: Dict) -> Dict[str, int]:
+    """``num_frames``, ``img_size``, ``patch_size`` and ``tubelet_size`` of
+    a VideoMAE backbone config, stock's defaults where it leaves them out."""
+    # Imported here: mmaction.models imports only once mmtokred.plugin has
+    # applied its fixes, which loading one of our configs does.
+    from mmaction.models.backbones.vit_mae import VisionTransformer
+    defaults = inspect.signature(VisionTransformer.__init__).parameters
+    return {name: backbone.get(name, defaults[name].default)
+            for name in ('num_frames', 'img_size', 'patch_size',
+                         'tubelet_size')}
+
+
+def check_clip_shape(backbone: Dict, shape: Sequence[int], config: str,
+                     option: str = 'input_shape') -> None:
+    """Raise ValueError naming ``option`` unless clips of ``shape``
+    ``(T, H, W)`` fit the position embedding the backbone config builds:
+    its ``num_frames`` frames exactly (stock MMAction2 fails deep inside its
+    forward otherwise), any H and W that are multiples of the patch (the
+    embedding is interpolated in space)."""
+    built = built_clip_shape(backbone)
+    frames, size, patch, tubelet = (built[name] for name in (
+        'num_frames', 'img_size', 'patch_size', 'tubelet_size'))
+    t, h, w = shape
+    problems, ways = [], [f'{option} {frames} {size} {size}']
+    if t != frames:
+        problems.append(f'its position embedding fits T={frames} frames only')
+        ways.append(f'build the model for {t} frames with --cfg-options '
+                    f'model.backbone.num_frames={t}' if t > 0 and
+                    t % tubelet == 0 else 'build it for T frames with '
+                    '--cfg-options model.backbone.num_frames=T (a multiple '
+                    f'of tubelet_size={tubelet})')
+    if any(v < patch or v % patch for v in (h, w)):
+        problems.append(f'H and W must be positive multiples of patch_size='
+                        f'{patch} (the embedding is interpolated to them)')
+        nearest = f'{option} {frames} ' + ' '.join(
+            str(max(patch, round(v / patch) * patch)) for v in (h, w))
+        if nearest != ways[0]:
+            ways.insert(1, nearest)
+    if problems:
+        raise ValueError(
+            f"{option} {t} {h} {w}: {config}'s model was built for clips of "
+            f'{frames} x {size} x {size} (model.backbone.num_frames={frames}'
+            f', img_size={size}); {" and ".join(problems)}. Use '
+            f'{" or ".join(ways)}')
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     """'fp32', 'bf16' or 'fp16', as ``--dtype`` names them."""
     return next(name for name, value in DTYPES.items() if value == dtype)
@@ -88,7 +136,8 @@ def compare(configs: Union[str, Sequence[str]],
             dtype: str = 'fp32',
             compile: bool = False,
             stock_fp32: bool = False,
-            attention_kernel: str = 'auto') -> Dict:
+            attention_kernel: str = 'auto',
+            progress: Optional[Callable[[str], None]] = None) -> Dict:
     """Benchmark the models of ``configs`` against stock MMAction2 and
     against the same backbone with reduction off (dense), on synthetic
     clips, all taking turns in every repetition.
@@ -106,6 +155,8 @@ def compare(configs: Union[str, Sequence[str]],
             the others run in, so ``speedup_vs_stock`` is the whole gain.
         attention_kernel: the CPU half-precision attention kernel
             (:data:`mmtokred.ops.attention.CPU_KERNELS`).
+        progress: called with a line on what takes long (compiling), e.g.
+            ``print``; None says nothing.
 
     Returns:
         A dict with the run's settings; per model under ``models`` (stock,
@@ -132,17 +183,21 @@ def compare(configs: Union[str, Sequence[str]],
     if attention_kernel not in CPU_KERNELS:
         raise ValueError(f'attention_kernel must be one of {CPU_KERNELS}, '
                          f'got {attention_kernel!r}')
+    dev = check_device(device)
     paths = config_names(configs)
     cfgs = {}
     for name, path in paths.items():
         cfgs[name] = Config.fromfile(path)
         cfgs[name].merge_from_dict(cfg_options or {})
+    first = next(iter(paths))
+    if input_shape is not None:
+        check_clip_shape(cfgs[first].model.backbone, input_shape, paths[first])
     with cpu_kernel_set_to(attention_kernel):
-        result = _compare(cfgs, checkpoint, torch.device(device), batch_size,
-                          input_shape, warmup, repeats, amp, dtype, compile,
-                          stock_fp32,
+        result = _compare(cfgs, checkpoint, dev, batch_size, input_shape,
+                          warmup, repeats, amp, dtype, compile, stock_fp32,
                           dict(paths=paths, cfg_options=cfg_options,
-                               attention_kernel=attention_kernel))
+                               attention_kernel=attention_kernel),
+                          progress or (lambda line: None))
     result['configs'] = list(paths.values())
     if len(cfgs) == 1:  # the figures of 'ours' at the top, as one config has
         ours = result['models']['ours']
@@ -161,15 +216,15 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
              dev: torch.device, batch_size: int,
              input_shape: Optional[Sequence[int]], warmup: int, repeats: int,
              amp: bool, dtype: str, compile: bool, stock_fp32: bool,
-             probe: Dict) -> Dict:
+             probe: Dict, progress: Callable[[str], None]) -> Dict:
     """:func:`compare` of loaded configs; ``probe`` holds what the memory
     probe's fresh processes need (``paths``, ``cfg_options``,
     ``attention_kernel``)."""
     backbone = next(iter(cfgs.values())).model.backbone
     if input_shape is None:
-        input_shape = (backbone.get('num_frames', 16),
-                       backbone.get('img_size', 224),
-                       backbone.get('img_size', 224))
+        built = built_clip_shape(backbone)
+        input_shape = (built['num_frames'], built['img_size'],
+                       built['img_size'])
     models = build_variants(cfgs, checkpoint)
     generator = torch.Generator().manual_seed(0)
     clip_shape = (1, backbone.get('in_channels', 3), *input_shape)
@@ -210,11 +265,22 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
             models[name], forwards[name], repeats)
         figures[name]['branch_counts'] = _branch_counts(models[name],
                                                         forwards[name])
-    for name, model in models.items():
-        if setting(name)[2]:
-            prepare(model, dtype, compile=True)
-
-    times = interleaved_times(forwards, warmup, repeats)
+    compiled = [name for name in models if setting(name)[2]]
+    for name in compiled:
+        prepare(models[name], dtype, compile=True)
+    if compiled:
+        # The first warm-up pass compiles: run it here, so its time can be
+        # told, before the timed turns.
+        count = f"{len(compiled)} model{'s' * (len(compiled) > 1)}"
+        progress(f'compiling {count} with torch.compile (the first pass '
+                 'takes up to a minute per model, less from the compile '
+                 'cache of an earlier run)...')
+        start = time.perf_counter()
+        for forward in forwards.values():
+            forward()
+        progress(f'compiled in {time.perf_counter() - start:.0f} s')
+    times = interleaved_times(forwards, max(warmup - bool(compiled), 0),
+                              repeats)
     for name, seconds in times.items():
         median = statistics.median(seconds)
         figures[name].update(

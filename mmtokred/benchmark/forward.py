@@ -13,6 +13,39 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
           'fp16': torch.float16}
 
 
+def check_device(name: str, option: str = 'device') -> torch.device:
+    """``name`` as a device the benchmarks run on: the CPU or a visible GPU.
+
+    Raises ValueError naming ``option`` and the way out, before any model is
+    built: torch's own errors come at the first ``.to(device)`` and say
+    neither (``AssertionError: Torch not compiled with CUDA enabled``).
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f'{option} {name}: not a device; use cpu, cuda or '
+                         'cuda:N') from exc
+    if device.type == 'cpu':
+        return device
+    if device.type != 'cuda':
+        raise ValueError(f'{option} {name}: the benchmarks run on cpu or '
+                         'cuda (cuda:N)')
+    if torch.version.cuda is None:
+        raise ValueError(f'{option} {name}: this torch ({torch.__version__}) '
+                         'has no CUDA; install the CUDA build of torch or '
+                         f'use {option} cpu')
+    if not torch.cuda.is_available():
+        raise ValueError(f'{option} {name}: this torch ({torch.__version__}) '
+                         f'has CUDA {torch.version.cuda} but sees no GPU: '
+                         'check the driver and CUDA_VISIBLE_DEVICES, or use '
+                         f'{option} cpu')
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f'{option} {name}: {count} GPU(s) visible: use '
+                         f'cuda:0 to cuda:{count - 1}')
+    return device
+
+
 def prepare(model: nn.Module, dtype: str = 'fp32',
             compile: bool = False) -> nn.Module:
     """Cast ``model`` to ``dtype`` and, with ``compile``, wrap its

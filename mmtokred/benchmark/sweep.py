@@ -22,12 +22,17 @@ The speedup is timed as the benchmark times it (``forward.seconds_per_batch``,
 as ``compare`` uses it): every point and dense take turns in each repetition,
 so a noisy neighbour slows them alike; a point whose timed passes spread by
 more than ``NOISY_SPREAD`` of their median is marked noisy.
+
+It says what it does as it goes: a line per phase (bisection and timing,
+each with an estimate from a measured unit, decoding), then the
+evaluation's progress bar.
 """
 import ast
 import copy
 import csv
 import json
 import statistics
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
@@ -60,6 +65,19 @@ NEPAM_DEFAULT = dict(type='NEPAM', window=(1, 2, 2), ratio=0.1)
 #: A point whose timed passes spread (``(max - min) / median``) by more than
 #: this is marked noisy: its speedup is not to be trusted.
 NOISY_SPREAD = 0.2
+#: Halvings of the knob's interval when bisecting to a FLOPs target, after
+#: one count at the most reduction.
+BISECTION_STEPS = 14
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads them: tenths under 10 s, minutes from
+    two."""
+    if seconds < 10:
+        return f'{seconds:.1f} s'
+    if seconds < 120:
+        return f'{seconds:.0f} s'
+    return f'{seconds / 60:.1f} min'
 
 
 class Grid(NamedTuple):
@@ -261,7 +279,7 @@ class Costs:
         if self.gflops(make(1.)) / self.dense > target:
             return None
         low, high = 0., 1.
-        for _ in range(14):
+        for _ in range(BISECTION_STEPS):
             middle = (low + high) / 2
             if self.gflops(make(middle)) / self.dense <= target:
                 high = middle
@@ -276,7 +294,7 @@ class Costs:
         time of dense over the point's) and ``spread`` of the point's timed
         passes (:func:`spread`). Dense is the entry whose reduction is None
         (timed once, so its speedup is 1), added as ``'dense'`` if none
-        is."""
+        is. Says how long it will take, from the warm-up pass."""
         reductions = dict(reductions)
         dense = next((name for name, r in reductions.items() if r is None),
                      None)
@@ -293,9 +311,21 @@ class Costs:
 
             return run
 
-        times = interleaved_times(
-            {name: with_reduction(r) for name, r in reductions.items()},
-            warmup=1, repeats=repeats)
+        runs = {name: with_reduction(r) for name, r in reductions.items()}
+        print(f'timing {len(runs)} reductions on batches of '
+              f'{len(self.inputs)} random views: a warm-up pass, then '
+              f'{repeats} timed pass{"es" if repeats > 1 else ""} taking '
+              'turns', flush=True)
+        # interleaved_times' warm-up, done here to be timed: one pass of
+        # every point, the unit of the estimate (a little slower than a
+        # timed pass: the estimate errs long).
+        started = time.perf_counter()
+        for run in runs.values():
+            run()
+        warmup = time.perf_counter() - started
+        print(f'warm-up pass {duration(warmup)}: about '
+              f'{duration(repeats * warmup)} to go', flush=True)
+        times = interleaved_times(runs, warmup=0, repeats=repeats)
         reference = statistics.median(times[dense])
         return {name: dict(speedup=reference / statistics.median(ts),
                            spread=spread(ts))
@@ -316,8 +346,10 @@ class TestSet:
         loop = runner.test_loop
         self.model = runner.model.eval()
         self.evaluator = loop.evaluator
-        self.batches = list(loop.dataloader)
         self.size = len(loop.dataloader.dataset)
+        print(f'decoding the {self.size} test clips once, through the '
+              "config's test pipeline", flush=True)
+        self.batches = list(loop.dataloader)
         self.labels = [int(s.gt_label) for b in self.batches
                        for s in b['data_samples']]
         actor = Path(str(cfg.test_dataloader.dataset.ann_file)).with_suffix(
@@ -431,6 +463,16 @@ def sweep(config: str,
     grid = model_grid(cfg)
     costs = Costs(cfg)
     models = range(len(checkpoints))
+    searched = sum(len(targets or resolved[m].targets) for m in methods
+                   if resolved[m].targets)
+    if searched:
+        started = time.perf_counter()
+        costs.gflops(None)  # the unit of the estimate: one count
+        count = time.perf_counter() - started
+        print(f'bisecting {searched} method x target points to their FLOPs '
+              f'(counted on one view with random weights, no data): about '
+              f'{duration(searched * (BISECTION_STEPS + 1) * count)}',
+              flush=True)
     # (method, target, knob, the token_reduction of each model)
     points = [('dense', 1., 0., [None for _ in models])]
     for method in methods:
@@ -457,6 +499,9 @@ def sweep(config: str,
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     test_set = TestSet(cfg, work_dir)
     rows = []
+    print(f'evaluating {len(points)} points x {len(checkpoints)} '
+          f'checkpoint{"s" if len(checkpoints) > 1 else ""} on the '
+          f'{test_set.size} test clips', flush=True)
     progress = ProgressBar(len(points) * len(checkpoints))
     for model, checkpoint in enumerate(checkpoints):
         test_set.load(checkpoint)
@@ -501,6 +546,24 @@ def write_table(rows: List[Dict], out_prefix: str) -> None:
         writer.writerows(rows)
     with open(f'{out_prefix}.json', 'w') as f:
         json.dump(rows, f, indent=2)
+
+
+#: How the CSV's columns read back as :func:`sweep` makes them (the
+#: others, JSON text, stay strings); an empty cell is None.
+_COLUMNS: Dict[str, Callable[[str], object]] = {
+    'model': int, 'target': float, 'knob': float, 'gflops': float,
+    'flops_ratio': float, 'speedup': float, 'top1': float,
+    'agreement': float, 'retention': float, 'speed_spread': float,
+    'noisy': lambda cell: cell == 'True'}
+
+
+def read_table(path: str) -> List[Dict]:
+    """The rows of a sweep's CSV (:func:`write_table`), typed as
+    :func:`sweep` returns them, e.g. to plot a sweep again."""
+    with open(path, newline='') as f:
+        return [{key: (None if cell == '' else _COLUMNS[key](cell))
+                 if key in _COLUMNS else cell for key, cell in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def format_table(rows: List[Dict]) -> str:
@@ -557,10 +620,36 @@ def format_table(rows: List[Dict]) -> str:
     return '\n'.join(lines)
 
 
-def plot_pareto(rows: List[Dict], out_png: str, title: str = '') -> None:
+#: What tells series apart: ten colours (matplotlib's default cycle), seven
+#: markers and, for each further ten series, another line style. 10 and 7
+#: have no common factor, so colour and marker repeat only after 70 series,
+#: and with the line style after 280.
+SERIES_MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X')
+SERIES_LINESTYLES = ('-', '--', ':', '-.')
+MOST_SERIES = 280
+
+
+def series_styles(count: int) -> List[Dict]:
+    """The ``plot`` keywords (color, marker, linestyle) of ``count`` series
+    (at most ``MOST_SERIES``), no two alike; neighbours differ in colour and
+    marker, and series ten apart in line style too."""
+    from matplotlib import colormaps
+    colours = colormaps['tab10'].colors
+    if count > MOST_SERIES:
+        raise ValueError(f'{count} series cannot be told apart in one plot '
+                         f'(at most {MOST_SERIES})')
+    return [dict(color=colours[i % len(colours)],
+                 marker=SERIES_MARKERS[i % len(SERIES_MARKERS)],
+                 linestyle=SERIES_LINESTYLES[i // len(colours) %
+                                             len(SERIES_LINESTYLES)])
+            for i in range(count)]
+
+
+def pareto_figure(rows: List[Dict], title: str = ''):
     """Top-1 against the FLOPs ratio and against measured speedup, and the
     companion plot of object retention against the FLOPs ratio: one line
-    per main method (model 0), dense as a star."""
+    per main method (model 0), each in its own style
+    (:func:`series_styles`), dense as a black star."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -576,11 +665,12 @@ def plot_pareto(rows: List[Dict], out_png: str, title: str = '') -> None:
                        'actor tubelets held after the last block (%)'))
     figure, axes = plt.subplots(1, len(panels),
                                 figsize=(5.2 * len(panels), 4.4))
+    styles = series_styles(len(main))
     for axis, (x, y, x_label, y_label) in zip(axes, panels):
-        for method in main:
+        for method, style in zip(main, styles):
             points = sorted((r[x], 100 * r[y]) for r in rows
                             if r['method'] == method)
-            axis.plot(*zip(*points), marker='o', label=method)
+            axis.plot(*zip(*points), label=method, **style)
         axis.plot(dense[x], 100 * dense[y], marker='*', markersize=14,
                   color='black', linestyle='none', label='dense')
         axis.set_xlabel(x_label)
@@ -590,5 +680,12 @@ def plot_pareto(rows: List[Dict], out_png: str, title: str = '') -> None:
     if title:
         figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def plot_pareto(rows: List[Dict], out_png: str, title: str = '') -> None:
+    """:func:`pareto_figure` written to ``out_png``."""
+    figure = pareto_figure(rows, title)
     figure.savefig(out_png, dpi=110)
+    import matplotlib.pyplot as plt
     plt.close(figure)

@@ -65,8 +65,16 @@ class SelectedBlocksReducer(BlockReducer):
     def bind(self, depth: int) -> None:
         outside = [b for b in self.removals if b >= depth]
         if outside:
-            raise ValueError(f'{type(self).__name__} blocks {outside} do not '
-                             f'exist: the backbone has blocks 0..{depth - 1}')
+            name = type(self).__name__
+            defaults = self.removals == dict(zip(EVERY_BLOCK, HALF_FLOPS))
+            raise ValueError(
+                f'{name} blocks {outside} do not exist: the backbone has '
+                f'blocks 0..{depth - 1}. '
+                + ('The default blocks (1 to 10) and r are ViT-B 16x224\'s '
+                   '(12 blocks, 1568 tokens). ' if defaults else '')
+                + f'Give {name} blocks and r (one count per block) for this '
+                f'model, e.g. blocks={tuple(every_block(depth))} '
+                '(tools/calibrate.py finds r for a FLOPs target)')
 
 
 class ImportanceReducer(SelectedBlocksReducer):

@@ -9,6 +9,7 @@ import os
 from typing import Dict, Optional, Union
 
 import timm
+from huggingface_hub.utils import LocalEntryNotFoundError
 from mmaction.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor
@@ -74,8 +75,17 @@ class TimmTokenReductionViT(BaseModule):
             pretrained = True  # timm loads the file instead of the hub's
         self.model_name = model_name
         self.checkpoint = checkpoint
-        model = timm.create_model(model_name, pretrained=pretrained,
-                                  num_classes=0, **timm_kwargs)
+        try:
+            model = timm.create_model(model_name, pretrained=pretrained,
+                                      num_classes=0, **timm_kwargs)
+        except LocalEntryNotFoundError as exc:  # offline, not in the cache
+            raise OSError(
+                "TimmTokenReductionViT: pretrained=True loads timm's "
+                f'weights of {model_name!r} from the Hugging Face hub, which '
+                'cannot be reached from here, and they are not in its local '
+                'cache: give them as a local file (model.backbone.checkpoint='
+                'FILE), or set model.backbone.pretrained=False (tools/test.py '
+                "loads the weights from the recognizer's checkpoint)") from exc
         self.model = apply_token_reduction(model, token_reduction)
         self.embed_dims = self.model.num_features
 
