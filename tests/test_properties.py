@@ -149,10 +149,27 @@ def test_nepam_options_are_type_checked(field, value):
 @pytest.mark.parametrize('name', sorted(METHODS))
 def test_every_sweep_recipe_spends_its_budget_at_every_knob(name):
     """The sweep's recipes ask only for what each block can remove, up to
-    the most reduction (the backbone refuses more at build)."""
+    the most reduction (the backbone refuses more at build), and the model
+    removes exactly that: the tokens entering each block are the plan's."""
     cfg = dict(type='TokenReductionVisionTransformer', img_size=64,
                patch_size=16, embed_dims=16, depth=4, num_heads=2,
                num_frames=8)  # 4 x 4 x 4 tokens
+    video = torch.randn(1, 3, 8, 64, 64,
+                        generator=torch.Generator().manual_seed(0))
     for knob in (0., 0.3, 0.7, 1.):
         reduction = METHODS[name].make(knob, Grid(tokens=64, depth=4))
-        MODELS.build(dict(cfg, token_reduction=reduction))
+        model = MODELS.build(dict(cfg, token_reduction=reduction)).eval()
+        plan = plan_tokens(model.input_reducer, model.block_reducer,
+                           model.configured_grid, 4)
+        assert not plan.caps
+        leaving = []
+        hook = model.blocks[-1].register_forward_hook(
+            lambda module, args, out: leaving.append(out[0].shape[1]))
+        with torch.no_grad(), TokenRecorder(model) as recorder:
+            model(video)
+        hook.remove()
+        assert recorder.tokens_per_block == plan.tokens, (knob, reduction)
+        last = plan.tokens[-1]
+        if model.block_reducer is not None:
+            last -= model.block_reducer.removal(3, last)
+        assert leaving == [last], (knob, reduction)

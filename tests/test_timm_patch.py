@@ -1,5 +1,6 @@
 """mmtokred.timm on timm's image ViTs: exact when off, the papers' rules
-when on (checked against copies written from the papers, not vendored)."""
+when on: ToMe against a copy written from the paper; NEPAM and PPT against
+the lines of their official code (cited per function, not vendored)."""
 import copy
 import math
 
@@ -118,22 +119,30 @@ def test_tome_merges_as_the_paper_says(name):
     torch.testing.assert_close(state.size, expected_size)
 
 
-# --- NEPAM: a copy of the official selection (JackJiang2018/NEPAM) ---------
+# --- NEPAM: the official selection (JackJiang2018/NEPAM at 2957725,
+# model_nepam.py, class NepamAblation) -------------------------------------
 def reference_nepam(model, x, windows_merged, distance):
-    """Windows of 1x2 patches; score = mean over the window of each patch's
-    distance to the window's first patch ('cosine_similarity': the cosine
-    similarity, as the official code's 'cosine'); ascending stable sort;
-    the first ``windows_merged`` windows keep only their second patch."""
+    """Windows of 1x2 patches of pixels. ``forward``: each patch's distance
+    to the window's top-left patch (``SelectRef``) averaged over the window
+    (``F.avg_pool2d``, the reference's own distance included); 'l1' is
+    ``P1NormDist`` ``(in1 - in2).abs().mean(dim=1)``, 'cosine' is
+    ``CosSim`` ``-F.cosine_similarity(in1, in2, 1)`` ("turn similarity into
+    distance"). ``SortIndex``: ``torch.argsort(score, stable=True)``, the
+    first ``merge_group_num`` windows merged; ``SelectToken`` (keep1,
+    ``token_pos 0 1``) keeps only the second patch of each."""
     p = model.patch_embed.proj.kernel_size[0]
     B = x.shape[0]
     patches = x.unfold(2, p, p).unfold(3, p, p)  # B C H' W' p p
     grid_h, grid_w = patches.shape[2:4]
     pixels = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, grid_h, grid_w, -1)
     first, second = pixels[:, :, 0::2], pixels[:, :, 1::2]
-    if distance == 'cosine_similarity':
-        score = (1 + F.cosine_similarity(first, second, dim=-1)) / 2
+    if distance == 'cosine':
+        to_first = -F.cosine_similarity(first, first, dim=-1)
+        to_second = -F.cosine_similarity(first, second, dim=-1)
     else:
-        score = (first - second).abs().mean(-1) / 2
+        to_first = (first - first).abs().mean(-1)
+        to_second = (first - second).abs().mean(-1)
+    score = (to_first + to_second) / 2
     order = score.flatten(1).argsort(dim=1, stable=True)
     outputs = []
     for b in range(B):
@@ -151,7 +160,7 @@ def reference_nepam(model, x, windows_merged, distance):
     return torch.cat(outputs)
 
 
-@pytest.mark.parametrize('distance', ['cosine_similarity', 'l1'])
+@pytest.mark.parametrize('distance', ['cosine', 'l1'])
 def test_nepam_selects_as_the_official_code(distance):
     model = build()
     x = images()
@@ -173,48 +182,149 @@ def test_deit_s_nepam_setting_merges_39_of_98_windows():
     assert int((state.size[0, 1:, 0] == 2).sum()) == 39
 
 
-# --- PPT ------------------------------------------------------------------
-def class_attention_importance(model, block_index, x):
-    """The class token's attention summed over heads times ||v|| (mean over
-    heads), from the full attention matrix, normalised over the patches."""
-    captured = {}
+# --- PPT: the official code (xjwu1024/PPT at 706bcdd: ppt_deit.py, tome.py)
+def official_bipartite_soft_matching(metric, r):
+    """tome.py ``bipartite_soft_matching`` (class_token=True, no distill
+    token), line by line."""
+    protected = 1
+    t = metric.shape[1]
+    r = min(r, (t - protected) // 2)
+    metric = metric / metric.norm(dim=-1, keepdim=True)
+    a, b = metric[..., ::2, :], metric[..., 1::2, :]
+    scores = a @ b.transpose(-1, -2)
+    scores[..., 0, :] = -math.inf
+    node_max, node_idx = scores.max(dim=-1)
+    edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
+    unm_idx = edge_idx[..., r:, :]
+    src_idx = edge_idx[..., :r, :]
+    dst_idx = node_idx[..., None].gather(dim=-2, index=src_idx)
+    unm_idx = unm_idx.sort(dim=1)[0]
 
-    def hook(module, args, output):
-        y = args[0]
+    def merge(x, mode='mean'):
+        src, dst = x[..., ::2, :], x[..., 1::2, :]
+        n, t1, c = src.shape
+        unm = src.gather(dim=-2, index=unm_idx.expand(n, t1 - r, c))
+        src = src.gather(dim=-2, index=src_idx.expand(n, r, c))
+        dst = dst.scatter_reduce(-2, dst_idx.expand(n, r, c), src,
+                                 reduce=mode)
+        return torch.cat([unm, dst], dim=1)
+
+    return merge
+
+
+def official_merge_wavg(merge, x, size):
+    """tome.py ``merge_wavg``."""
+    x = merge(x * size, mode='sum')
+    size = merge(size, mode='sum')
+    return x / size, size
+
+
+def official_ppt(model, image, pp_loc_list, r_tokens, threshold):
+    """One image through DeiT patched as ppt_deit.py ``apply_patch`` does
+    (proportional attention on, main.py ``--prop_attn`` store_false).
+
+    ``PPTAttention.forward``: logits + ``size.log()``, softmax; its
+    ``score_assignment_step``: ``attn[:, :, 0].sum(dim=1)`` times the norm
+    of ``v.transpose(1, 2).reshape(B, T, C)``, the class token left out,
+    normalised, then 2 for the class token. ``pp_block_adaptive.forward``:
+    ``r = min(r, (x.shape[1] - 1) // 2)`` first, then ``torch.var`` of the
+    patch scores against ``threshold``: pool (one ``bipartite_soft_matching``
+    over all tokens + ``merge_wavg``) or prune (``torch.sort`` descending,
+    ``sorted_indices[:, :-r]`` kept in that order, sizes gathered).
+    Returns the logits, the sizes and the branch of each reducing block."""
+    x = model._pos_embed(model.patch_embed(image))
+    x = model.norm_pre(x)
+    size = torch.ones(1, x.shape[1], 1)
+    branches = []
+    for index, block in enumerate(model.blocks):
+        attn = block.attn
+        y = block.norm1(x)
         B, N, C = y.shape
-        qkv = module.qkv(y).reshape(B, N, 3, module.num_heads, -1)
+        qkv = attn.qkv(y).reshape(B, N, 3, attn.num_heads, C // attn.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = (q @ k.transpose(-2, -1) * module.scale).softmax(-1)
-        score = attn[:, :, 0].sum(1) * v.norm(dim=-1).mean(1)
-        score = score[:, 1:]
-        captured['importance'] = score / score.sum(1, keepdim=True)
+        weights = (q @ k.transpose(-2, -1)) * attn.scale
+        weights = (weights + size.log()[:, None, None, :, 0]).softmax(dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(B, N, C)
+        x = x + block.ls1(attn.proj(out))
+        if index in pp_loc_list:
+            v_norm = torch.linalg.norm(
+                v.transpose(1, 2).reshape(B, N, C), ord=2, dim=2)
+            score = (weights[:, :, 0].sum(dim=1) * v_norm)[:, 1:]
+            score = score / score.sum(dim=1, keepdim=True)
+            scores = torch.cat([2 * torch.ones(B, 1), score], dim=-1)
+            r = min(r_tokens, (x.shape[1] - 1) // 2)
+            if torch.var(scores[:, 1:], dim=1) < threshold:
+                merge = official_bipartite_soft_matching(k.mean(1), r)
+                x, size = official_merge_wavg(merge, x, size)
+                branches.append('pool')
+            else:
+                _, sorted_indices = torch.sort(scores, descending=True,
+                                               dim=-1)
+                kept = sorted_indices[:, :-r]
+                x, size = x[:, kept[0]], size[:, kept[0]]
+                branches.append('prune')
+        x = x + block.ls2(block.mlp(block.norm2(x)))
+    return model.forward_head(model.norm(x)), size, branches
 
-    handle = model.blocks[block_index].attn.register_forward_hook(hook)
-    with torch.no_grad():
-        model(x)
-    handle.remove()
-    return captured['importance']
 
-
-def test_ppt_prunes_the_least_important_and_pools_otherwise():
-    model = build()
+@pytest.mark.parametrize('threshold', ['prune', 'pool', 'mixed'])
+def test_ppt_runs_as_the_official_code(threshold):
+    """Blocks 1 and 2 of a 17-token DeiT asking for 6 each: the official
+    clamp gives 6 then (11 - 1) // 2 = 5 in either branch."""
+    model = build(depth=4)
     x = images()
-    importance = class_attention_importance(model, 1, x)
-    prune = patched(model, dict(blocks=dict(type='PPT', blocks=[1], r=6,
-                                            threshold=0.)))
-    pool = patched(model, dict(blocks=dict(type='PPT', blocks=[1], r=6,
-                                           threshold=math.inf)))
+    if threshold == 'mixed':  # between the images' variances at block 1
+        variances = [official_variance(model, x[i:i + 1]) for i in range(3)]
+        threshold = sorted(variances)[1]
+    threshold = {'prune': 0., 'pool': math.inf}.get(threshold, threshold)
+    ours = patched(model, dict(blocks=dict(type='PPT', blocks=[1, 2],
+                                           r=[6, 5], threshold=threshold),
+                               proportional_attention=True))
     with torch.no_grad():
-        tokens, state = pool.forward_tokens(x)
-    assert tokens.shape[1] == 17 - 6
-    assert state.size[:, 1:].sum(1).eq(16).all()  # pooling keeps every patch
-    # Pruning keeps the 10 most important patches: their sources.
-    prune.track_source = True
+        got = ours(x)
+        _, state = ours.forward_tokens(x)
+        expected = [official_ppt(model, x[i:i + 1], [1, 2], 6, threshold)
+                    for i in range(3)]
+    assert state.size.shape[1] == 17 - 6 - 5
+    torch.testing.assert_close(got, torch.cat([e[0] for e in expected]),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(state.size.float(),
+                               torch.cat([e[1] for e in expected]))
+    if threshold not in (0., math.inf):
+        assert len({e[2][0] for e in expected}) == 2  # both branches ran
+
+
+def official_variance(model, image):
+    """``torch.var(scores[:, 1:])`` of block 1 in :func:`official_ppt`."""
+    probe = copy.deepcopy(model)
+    probe.blocks = probe.blocks[:2]
     with torch.no_grad():
-        _, state = prune.forward_tokens(x)
-    kept = state.source[:, 1:, 1:].sum(1) > 0  # (B, 16) patches still held
-    top = importance.topk(10, dim=1).indices
-    assert torch.equal(kept, torch.zeros_like(kept).scatter_(1, top, True))
+        x = probe.norm_pre(probe._pos_embed(probe.patch_embed(image)))
+        x = probe.blocks[0](x)
+        attn = probe.blocks[1].attn
+        y = probe.blocks[1].norm1(x)
+        B, N, C = y.shape
+        qkv = attn.qkv(y).reshape(B, N, 3, attn.num_heads, C // attn.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        weights = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(dim=-1)
+        v_norm = v.transpose(1, 2).reshape(B, N, C).norm(dim=2)
+        score = (weights[:, :, 0].sum(dim=1) * v_norm)[:, 1:]
+        return float(torch.var(score / score.sum(dim=1, keepdim=True), dim=1))
+
+
+def test_deit_s_ppt_setting_keeps_the_official_token_counts():
+    """PPT's README setting on DeiT-S: 197 -> 147 -> 97 -> 49 (the official
+    clamp, block 9 removes 48)."""
+    model = timm.create_model('deit_small_patch16_224', pretrained=False,
+                              num_classes=3).eval()
+    ours = patched(model, 'ppt-deit-s')
+    counts = []
+    for block in ours.blocks:
+        block.register_forward_hook(
+            lambda module, args, out: counts.append(out[0].shape[1]))
+    with torch.no_grad():
+        ours.forward_tokens(torch.randn(1, 3, 224, 224))
+    assert counts[3] == 147 and counts[6] == 97 and counts[9] == 49
 
 
 def test_paper_settings_run_and_reduce_flops_on_deit_s():
@@ -291,7 +401,7 @@ def test_bf16_outputs_are_finite():
 
 @pytest.mark.parametrize('reduction, match', [
     (dict(blocks=dict(type='ToMe', r=100)), 'block 0 sees 17 tokens'),
-    (dict(blocks=dict(type='PPT', blocks=[1], r=20)), 'can remove 14'),
+    (dict(blocks=dict(type='PPT', blocks=[1], r=20)), 'can remove 8'),
     (dict(blocks=dict(type='Nope')), 'token_reduction.blocks'),
     (dict(input=dict(type='NEPAM', window=(1, 8), num_windows=1)),
      'window'),

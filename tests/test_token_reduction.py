@@ -155,7 +155,8 @@ def test_budgets_other_clip_sizes_cannot_serve_raise_at_forward():
 
 @pytest.mark.parametrize('blocks, field', [
     (dict(TOME, r=10**6), 'ToMe .*block 0 sees 64 tokens.*not 1000000'),
-    (dict(TOME, r=4, protected=100), 'can remove 0, not 4'),
+    (dict(TOME, r=4, protected=100), 'can remove 0, not 4.*Lower r or '
+     r'protected \(ToMe protected=100 keeps'),
     (dict(type='PPT', blocks=[1], r=1000), 'block 1 sees 64 .*not 1000'),
     (dict(type='JMP', blocks=[1], r=63), 'can remove 62, not 63'),
     (dict(type='SimilarityPruning', blocks=[2], r=64), 'remove 63, not 64'),
@@ -165,6 +166,12 @@ def test_budgets_other_clip_sizes_cannot_serve_raise_at_forward():
 def test_budgets_the_blocks_cannot_spend_raise_at_build(blocks, field):
     with pytest.raises(ValueError, match='token_reduction.blocks: .*' + field):
         build(dict(blocks=blocks))
+
+
+def test_only_a_budget_bounded_by_protected_names_protected():
+    with pytest.raises(ValueError) as error:
+        build(dict(blocks=dict(TOME, r=10**6)))
+    assert str(error.value).endswith('Lower r')
 
 
 def test_budget_capped_on_other_clip_sizes_is_warned_once():

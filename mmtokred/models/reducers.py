@@ -165,6 +165,11 @@ class BlockReducer(Reducer):
         """The most tokens block ``block_index`` can remove of ``tokens``."""
         return tokens
 
+    def capacity_note(self) -> str:
+        """What else than ``r`` bounds the capacity, for the error that
+        refuses a budget ('' where nothing does)."""
+        return ''
+
     def removal(self, block_index: int, tokens: int) -> int:
         """Tokens block ``block_index`` removes of ``tokens``: the budget,
         capped at the capacity (the backbone reports every cap)."""

@@ -46,6 +46,13 @@ class ToMe(BlockReducer):
         # Only A tokens (every other unprotected token) merge away.
         return max(tokens - self.protected, 0) // 2
 
+    def capacity_note(self) -> str:
+        if not self.protected:
+            return ''
+        return (f'protected (ToMe protected={self.protected} keeps that many '
+                'leading tokens out of the matching; at most half of the '
+                'others merge away)')
+
     supports_padding = True
 
     def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,

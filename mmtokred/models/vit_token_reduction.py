@@ -97,11 +97,13 @@ class TokenReductionVisionTransformer(VisionTransformer):
         plan = plan_tokens(reduction.input, reduction.blocks,
                            self.configured_grid, len(self.blocks))
         if plan.caps:
+            note = reduction.blocks.capacity_note()
             raise ValueError(
                 f'token_reduction.blocks: {type(reduction.blocks).__name__} '
                 'asks for more tokens than the blocks see in the configured '
                 f'clips (token grid {self.configured_grid}): '
-                f'{plan.describe_caps()}. Lower r')
+                f'{plan.describe_caps()}. Lower r'
+                + (f' or {note}' if note else ''))
         #: Grids of other clip sizes whose budgets were capped, each with
         #: the warning given once for it.
         self.capped_budgets: Dict[Tuple[int, int, int], str] = {}

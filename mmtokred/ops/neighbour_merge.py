@@ -15,7 +15,7 @@ from torch import Tensor
 from .checks import check_choice, check_window_fits
 from .token_state import TokenState
 
-DISTANCES = ('l1', 'l2', 'cosine', 'cosine_similarity')
+DISTANCES = ('l1', 'l2', 'cosine')
 REPRESENTATIVES = ('keep1', 'avg')
 POSITIONS = ('representative', 'average')
 
@@ -66,10 +66,10 @@ def window_scores(pixels: Tensor, members: Tensor, distance: str) -> Tensor:
         pixels: ``(B, N0, P)`` tubelet pixels, flat over the grid.
         members: ``(M, V)`` from :func:`window_layout`.
         distance: 'l1' (mean absolute difference), 'l2' (mean squared
-            difference), 'cosine' (negative cosine similarity), or
-            'cosine_similarity': the score of NEPAM's official code for
-            'cosine' (JackJiang2018/NEPAM, ``NepamAblation.CosSim``), the
-            similarity itself, so that the least uniform windows rank first.
+            difference) or 'cosine' (negative cosine similarity): the
+            'manhattan', 'euclidean' and 'cosine' of NEPAM's official code
+            (JackJiang2018/NEPAM model_nepam.py, ``NepamAblation``'s
+            ``P1NormDist``, ``P2NormDist``, ``CosSim``).
     """
     check_choice('distance', distance, DISTANCES)
     windows = pixels[:, members]  # (B, M, V, P)
@@ -79,9 +79,7 @@ def window_scores(pixels: Tensor, members: Tensor, distance: str) -> Tensor:
     elif distance == 'l2':
         per_patch = (windows - reference).square_().mean(-1)
     else:
-        per_patch = F.cosine_similarity(windows, reference, dim=-1)
-        if distance == 'cosine':
-            per_patch = -per_patch
+        per_patch = -F.cosine_similarity(windows, reference, dim=-1)
     return per_patch.mean(-1)
 
 

@@ -22,7 +22,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
 from ..ops import (TokenState, attention, bipartite_soft_matching,
-                   joint_merge_prune, merge_in_rounds, merge_schedule,
+                   joint_merge_prune, keep_tokens, merge_schedule,
                    merge_with_sizes, neighbour_merge, plan_tokens, prune,
                    similarity_prune_index, weighted_mean)
 from ..ops.checks import (check_block_counts, check_choice, check_counts,
@@ -87,9 +87,13 @@ class AttentionInputs:
 
 def class_token_importance(attn: AttentionInputs, prefix: int) -> Tensor:
     """PPT's importance of the patch tokens ``(B, N - prefix)``: the class
-    token's attention summed over heads times ||v|| (averaged over heads),
-    normalised to sum 1."""
-    score = attn.class_attention().sum(1) * attn.v.float().norm(dim=-1).mean(1)
+    token's attention summed over heads times the norm of each token's value
+    over all heads together, normalised to sum 1 (xjwu1024/PPT ppt_deit.py,
+    ``PPTAttention.score_assignment_step``)."""
+    B, H, N, D = attn.v.shape
+    value_norm = attn.v.float().transpose(1, 2).reshape(B, N, H * D).norm(
+        dim=-1)
+    score = attn.class_attention().sum(1) * value_norm
     score = score[:, prefix:]
     return score / score.sum(1, keepdim=True).clamp(min=1e-12)
 
@@ -177,11 +181,14 @@ class SelectedBlocks(BlockReducer):
 
 
 class PPT(SelectedBlocks):
-    """PPT as its paper and official code run it on DeiT: per image, the
-    class token's attention times ||v|| scores the patch tokens; under
-    ``threshold`` their variance (``torch.var``, unbiased) means spread
-    attention and the image pools (ToMe matching with sizes), otherwise it
-    prunes the ``r`` least important. Needs a class token.
+    """PPT as its official code runs DeiT (xjwu1024/PPT ppt_deit.py,
+    ``pp_block_adaptive.forward``): per image, the class token's attention
+    times ||v|| scores the patch tokens; under ``threshold`` their variance
+    (``torch.var``, unbiased) means spread attention and the image pools
+    (one ToMe matching over all tokens, the prefix protected, sizes
+    tracked), otherwise it keeps the most important, the prefix first, in
+    order of importance. Both branches remove the same count, at most half
+    of the patch tokens. Needs a class token.
 
     Args:
         blocks: indices of the blocks that reduce (from 0).
@@ -202,33 +209,39 @@ class PPT(SelectedBlocks):
                              'attention: the model has no class token')
         super().bind(depth, prefix)
 
+    def capacity(self, block_index: int, tokens: int) -> int:
+        # The official r = min(r, (x.shape[1] - 1) // 2), taken before the
+        # branch is chosen: ToMe's bound for the pooling branch.
+        return max(tokens - self.prefix, 0) // 2
+
     def forward(self, x, attn, state, block_index):
-        r = self.removal(block_index, x.shape[1])
+        n = x.shape[1]
+        r = self.removal(block_index, n)
         if r == 0:
             return x, state
         importance = class_token_importance(attn, self.prefix)
         pool = importance.var(dim=1) < self.threshold  # (B,)
-        patches, patch_state, prefix_x, prefix_size = split_prefix(
-            x, state, self.prefix)
-        metric = attn.metric[:, self.prefix:]
-        pooled, pooled_state = merge_in_rounds(patches, metric, patch_state,
-                                               r)
+        merge, _ = bipartite_soft_matching(attn.metric, r, self.prefix)
+        pooled, pooled_state = merge_with_sizes(merge, x, state)
+        # The official code sorts the scores with the class token's set to
+        # 2, above every patch's, and keeps the first N - r as they come.
         order = importance.argsort(dim=1, descending=True, stable=True)
-        pruned, pruned_state = prune(patches, patch_state, order,
-                                     patches.shape[1] - r, 'drop')
+        prefix = torch.arange(self.prefix, device=x.device).expand(
+            x.shape[0], -1)
+        kept = torch.cat([prefix, order[:, :n - r - self.prefix]
+                          + self.prefix], 1)
+        pruned, pruned_state = keep_tokens(x, state, kept)
 
         def choose(a: Tensor, b: Tensor) -> Tensor:
             return torch.where(pool.view(-1, *[1] * (a.dim() - 1)), a,
                                b.to(a.dtype))
 
-        size = choose(pooled_state.size, pruned_state.sizes_like(pruned))
+        size = choose(pooled_state.sizes_like(pooled),
+                      pruned_state.sizes_like(pruned))
         source = None
         if state.source is not None:
             source = choose(pooled_state.source, pruned_state.source)
-        return join_prefix(
-            prefix_x, prefix_size, choose(pooled, pruned),
-            TokenState(size=size, source=source),
-            None if state.source is None else state.source[:, :self.prefix])
+        return choose(pooled, pruned), TokenState(size=size, source=source)
 
 
 class JMP(SelectedBlocks):
@@ -298,8 +311,9 @@ class NEPAM(InputReducer):
     Args:
         window: patches per window (1x2 and 2x2 in the paper).
         num_windows / ratio: windows merged, a count or a fraction.
-        distance: see :data:`mmtokred.ops.DISTANCES`;
-            'cosine_similarity' is the official code's 'cosine'.
+        distance: see :data:`mmtokred.ops.DISTANCES` (the official code's
+            'manhattan', 'euclidean' and 'cosine' are 'l1', 'l2' and
+            'cosine').
         keep: which patch of a window stands for it (0: the first; the
             official DeiT-S setting keeps the second of 1x2).
         representative, position: as for the video NEPAM.
@@ -422,17 +436,21 @@ BLOCK_REDUCERS = {'ToMe': ToMe, 'PPT': PPT, 'JMP': JMP}
 PAPER_SETTINGS: Dict[str, Dict] = {
     # xjwu1024/PPT README: --r_tokens 50 --pp_loc_list 3 6 9
     # --threshold 7e-5 (DeiT-S: 2.94 GMACs, 79.50 top-1 off the shelf);
-    # proportional attention on, as in its ToMe-derived blocks.
-    'ppt-deit-s': dict(blocks=dict(type='PPT', blocks=(3, 6, 9), r=50,
-                                   threshold=7e-5),
+    # its pp_block_adaptive.forward takes r = min(r, (N - 1) // 2), so
+    # block 9 removes 48 (197 -> 147 -> 97 -> 49); proportional attention
+    # on (main.py --prop_attn, store_false), as in its ToMe-derived blocks.
+    'ppt-deit-s': dict(blocks=dict(type='PPT', blocks=(3, 6, 9),
+                                   r=(50, 50, 48), threshold=7e-5),
                        proportional_attention=True),
     # JackJiang2018/NEPAM val.sh / ben.sh: deit_small_patch16_224_ablation,
     # merge_group_size 1 2, merge_group_num 39 (of 98 windows at 224),
-    # token_pos 0 1 (the second patch of each window kept), keep1; cosine
-    # as the official code scores it (the similarity, ranked ascending).
+    # token_pos 0 1 (the second patch of each window kept), keep1,
+    # distance cosine: model_nepam.py's NepamAblation.CosSim returns
+    # -F.cosine_similarity ("turn similarity into distance") and SortIndex
+    # merges the lowest scores, the most similar windows.
     'nepam-deit-s': dict(input=dict(type='NEPAM', window=(1, 2),
-                                    num_windows=39,
-                                    distance='cosine_similarity', keep=1)),
+                                    num_windows=39, distance='cosine',
+                                    keep=1)),
     # ViT-B/16-384 (24x24 patches, 288 windows of 1x2): the paper reports
     # +25% speed and -0.07 top-1 but not its count. Half the windows (577
     # -> 433 tokens, 0.73 of the FLOPs) gives that speed on CPU here; DeiT-S's
