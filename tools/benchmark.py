@@ -53,8 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args()
-    # Refused here, before minutes of model building and compiling, with
-    # the option named (torch's errors come later and name neither).
+    # Refused as usage errors naming the command-line option; compare()
+    # makes the same checks for callers of the library, naming its
+    # arguments.
     try:
         check_device(args.device, '--device')
         if args.shape is not None:

@@ -2,7 +2,6 @@
 import inspect
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -14,7 +13,8 @@ from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
     cpu_kernel_set_to
 from .flops import count_gflops
 from .forward import (DTYPES, autocast_dtype, check_device, device_name,
-                      forward_fn, interleaved_times, prepare, spread)
+                      forward_fn, interleaved_times, prepare,
+                      seconds_per_batch, spread)
 from .kernels import attention_kernel_ms
 from .memory import (allocated_bytes, cuda_peaks,
                      peak_memory_fresh_process)
@@ -275,10 +275,8 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
         progress(f'compiling {count} with torch.compile (the first pass '
                  'takes up to a minute per model, less from the compile '
                  'cache of an earlier run)...')
-        start = time.perf_counter()
-        for forward in forwards.values():
-            forward()
-        progress(f'compiled in {time.perf_counter() - start:.0f} s')
+        compiling = sum(seconds_per_batch(forwards, 0, 1).values())
+        progress(f'compiled in {compiling:.0f} s')
     times = interleaved_times(forwards, max(warmup - bool(compiled), 0),
                               repeats)
     for name, seconds in times.items():

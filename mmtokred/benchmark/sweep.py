@@ -47,7 +47,8 @@ from mmengine.utils import ProgressBar
 from ..models.reducers import SWITCHES
 from ..models.selected_blocks import every_block, proportional_blocks
 from .flops import count_gflops
-from .forward import forward_fn, interleaved_times, spread
+from .forward import (forward_fn, interleaved_times, seconds_per_batch,
+                      spread)
 from .observe import TokenRecorder
 
 #: The main methods, measured at every target; NEPAM followed by an in-block
@@ -319,10 +320,7 @@ class Costs:
         # interleaved_times' warm-up, done here to be timed: one pass of
         # every point, the unit of the estimate (a little slower than a
         # timed pass: the estimate errs long).
-        started = time.perf_counter()
-        for run in runs.values():
-            run()
-        warmup = time.perf_counter() - started
+        warmup = sum(seconds_per_batch(runs, 0, 1).values())
         print(f'warm-up pass {duration(warmup)}: about '
               f'{duration(repeats * warmup)} to go', flush=True)
         times = interleaved_times(runs, warmup=0, repeats=repeats)
