@@ -190,3 +190,13 @@ def build_runner(cfg, verbose: bool = False) -> Runner:
     runner = (Runner if verbose else QuietRunner).from_cfg(cfg)
     runner.register_hook(RunSummaryHook())
     return runner
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads them: tenths under 10 s, minutes from
+    two (the progress lines of the sweep and the calibration)."""
+    if seconds < 10:
+        return f'{seconds:.1f} s'
+    if seconds < 120:
+        return f'{seconds:.0f} s'
+    return f'{seconds / 60:.1f} min'

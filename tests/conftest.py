@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / 'configs' / 'demo' / 'videomae_tiny_dense.py'
 
 #: A small backbone (token grid 4 x 4 x 4) for the tests that run every
-#: method: tests/test_fast_path.py, test_device_placement.py, test_cuda.py.
+#: method: tests/test_backbone_fast_path.py, test_backbone_device_placement.py
+#: and test_backbone_cuda.py.
 SMALL_BACKBONE = dict(type='TokenReductionVisionTransformer', img_size=64,
                       patch_size=16, embed_dims=48, depth=4, num_heads=4,
                       num_frames=8)

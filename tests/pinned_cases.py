@@ -1,6 +1,6 @@
 """Every reducer on both backbones, on fixed weights and inputs, through the
 public config API only (``token_reduction`` dicts): the outputs pinned by
-tests/test_pinned_outputs.py and tests/test_timm_pinned_outputs.py.
+tests/test_reducers_pinned.py and tests/test_timm_reducers_pinned.py.
 
 Weights and inputs are drawn from seeded generators, not from the models'
 own initialisers, so they do not move with timm or mmaction versions. The
@@ -87,15 +87,21 @@ TIMM_MODELS = {
                        global_pool='avg')),
 }
 
+#: What the image PPT did before it became the video one with options:
+#: the official code's choices (mmtokred.timm.OFFICIAL_PPT).
+IMAGE_PPT = dict(importance='class_token', rule='paper', keep_mean='drop',
+                 kept_order='importance')
+
 TIMM_CASES: Dict[str, tuple] = {
     **{f'{setting}@deit_s': ('deit_s', setting) for setting in (
         'ppt-deit-s', 'nepam-deit-s', 'nepam-vit-b16-384', 'jmp-deit-s',
         'patchsim-deit-s')},
     'ppt_pool@deit_s': ('deit_s', dict(blocks=dict(
-        type='PPT', blocks=(3, 6, 9), r=(50, 50, 48), threshold=1.))),
+        type='PPT', blocks=(3, 6, 9), r=(50, 50, 48), threshold=1.,
+        **IMAGE_PPT))),
     'ppt_prune_tracked@deit_s': ('deit_s', dict(blocks=dict(
-        type='PPT', blocks=(3, 6, 9), r=(50, 50, 48), threshold=0.),
-        track_source=True)),
+        type='PPT', blocks=(3, 6, 9), r=(50, 50, 48), threshold=0.,
+        **IMAGE_PPT), track_source=True)),
     'nepam_tracked@deit_s': ('deit_s', dict(input=dict(
         type='NEPAM', window=(2, 2), ratio=0.5, keep=3,
         representative='avg', position='average'), track_source=True)),
@@ -103,7 +109,7 @@ TIMM_CASES: Dict[str, tuple] = {
         input=dict(type='NEPAM', window=(1, 2), num_windows=39,
                    distance='l2'),
         blocks=dict(type='PPT', blocks=(3, 6, 9), r=(40, 40, 30),
-                    threshold=7e-5),
+                    threshold=7e-5, **IMAGE_PPT),
         proportional_attention=True)),
     'patchsim_drop_tracked@deit_s': ('deit_s', dict(input=dict(
         type='PatchSimilarityPruning', ratio=0.3, threshold=None,
@@ -120,12 +126,13 @@ TIMM_CASES: Dict[str, tuple] = {
            ('patchsim', dict(input=dict(type='PatchSimilarityPruning',
                                         ratio=0.3))),
        )},
-    **{f'jmp@{model}': (model, dict(blocks=dict(type='JMP', blocks=(3, 6, 9),
-                                                r=40, threshold=0.3),
-                                    track_source=True))
+    **{f'jmp@{model}': (model, dict(blocks=dict(
+        type='JMP', blocks=(3, 6, 9), r=40, threshold=0.3,
+        importance='class_token'), track_source=True))
        for model in ('deit_t_distilled', 'vit_t_registers')},
     'ppt@vit_t_registers': ('vit_t_registers', dict(blocks=dict(
-        type='PPT', blocks=(3, 6, 9), r=(50, 50, 48), threshold=7e-5))),
+        type='PPT', blocks=(3, 6, 9), r=(50, 50, 48), threshold=7e-5,
+        **IMAGE_PPT))),
 }
 
 

@@ -6,8 +6,8 @@ import torch
 from mmaction.registry import MODELS
 from mmengine.config import ConfigDict
 
-from mmtokred.benchmark.observe import TokenRecorder
-from mmtokred.models import BlockReducer, InputReducer
+from mmtokred.measure.observe import TokenRecorder
+from mmtokred.reducers import BlockReducer, InputReducer
 from mmtokred.ops import TokenState
 
 SMALL = dict(img_size=64, patch_size=16, embed_dims=48, depth=2, num_heads=4,

@@ -18,7 +18,6 @@ counter as the sweep's; one test checks that they agree).
 """
 import argparse
 import ast
-import copy
 import csv
 import json
 import math
@@ -34,7 +33,7 @@ from mmengine.config import Config, DictAction
 
 from conftest import ROOT, run_tool
 from mmaction.registry import MODELS
-from mmtokred.benchmark.flops import count_gflops
+from mmtokred.measure.flops import ShapeFlops
 
 PROXY = 'configs/proxy/videomae_proxy_dense.py'
 VIT_B = 'configs/videomae_dense.py'
@@ -205,33 +204,11 @@ def builds(cfg: Config, reduction) -> Optional[str]:
     return None
 
 
-class MetaRecognizer:
-    """``cfg``'s recognizer with random weights on the meta device, one view
-    of the configured clip, FLOPs counted as the sweep counts them
-    (``count_gflops`` of the recognizer's forward to the head)."""
-
-    def __init__(self, cfg: Config) -> None:
-        backbone = cfg.model.backbone
-        model_cfg = copy.deepcopy(cfg.model)
-        model_cfg.backbone = dict(backbone, token_reduction=None)
-        torch.manual_seed(0)
-        self.model = MODELS.build(model_cfg).eval().to('meta')
-        size = backbone.get('img_size', 224)
-        self.inputs = torch.empty(1, 1, backbone.get('in_channels', 3),
-                                  backbone.get('num_frames', 16), size, size,
-                                  device='meta')
-        self.dense = self.gflops(None)
-
-    def gflops(self, reduction) -> float:
-        self.model.backbone.set_token_reduction(reduction)
-        with torch.inference_mode():
-            return count_gflops(
-                lambda: self.model(self.inputs, mode='tensor', stage='head'))
-
-
 @pytest.fixture(scope='module')
-def proxy() -> MetaRecognizer:
-    return MetaRecognizer(config(PROXY))
+def proxy() -> ShapeFlops:
+    """The proxy's FLOPs counted as the sweep counts them (the closed form,
+    equal to the counter: tests/test_measure_flops.py)."""
+    return ShapeFlops(config(PROXY).model)
 
 
 # ------------------------------------------------------------- (a) the CSVs
@@ -245,8 +222,8 @@ def read_csv(name: str) -> Tuple[List[str], List[Dict[str, str]]]:
 
 def sweep_columns() -> List[str]:
     """The columns of today's sweep rows: the keywords of the row dict in
-    mmtokred.benchmark.sweep.sweep (write_table writes them in order)."""
-    tree = ast.parse((ROOT / 'mmtokred/benchmark/sweep.py').read_text())
+    mmtokred.experiments.sweep.sweep (write_table writes them in order)."""
+    tree = ast.parse((ROOT / 'mmtokred/experiments/sweep.py').read_text())
     function = next(n for n in tree.body
                     if isinstance(n, ast.FunctionDef) and n.name == 'sweep')
     for node in ast.walk(function):
@@ -323,22 +300,6 @@ def test_csv_settings_build_and_count_their_gflops(proxy):
                 failures.append(f'{name}: {row["method"]}: flops_ratio '
                                 f'{ratio} is not gflops / dense')
     assert not failures, '\n'.join(failures)
-
-
-def test_meta_count_is_the_sweeps_count(proxy):
-    """The count on the meta device equals the sweep's own (Costs: a CPU
-    model with random weights), for dense, a per-block ToMe list and an
-    adaptive reducer that computes both branches."""
-    from mmtokred.benchmark.sweep import Costs
-    costs = Costs(config(PROXY))
-    assert costs.dense == proxy.dense
-    for setting in (
-            dict(blocks=dict(type='ToMe', r=[35] * 6 + [23, 11]),
-                 proportional_attention=True),
-            dict(input=dict(type='NEPAM', window=[1, 2, 2], ratio=0.1),
-                 blocks=dict(type='PPT', blocks=[1, 2, 3, 4, 5, 6],
-                             r=[159, 53, 17, 6, 1, 0]))):
-        assert costs.gflops(setting) == proxy.gflops(setting), setting
 
 
 # -------------------------------------------------- (b) settings and configs
@@ -461,27 +422,6 @@ def test_files_named_in_the_docs_exist():
                 failures.append(f'{page.name}:{line_of(text, m.start())}: '
                                 f'no config {path} under configs/')
     assert not failures, '\n'.join(failures)
-
-
-def test_every_config_builds_its_backbone():
-    """Every config under configs/ parses and its backbone builds (budgets
-    planned on its configured clips). The timm TSN configs need timm: they
-    are built by tests/test_timm_backbone.py in the timm environment."""
-    timm_configs, failures = [], []
-    for path in sorted((ROOT / 'configs').rglob('*.py')):
-        rel = str(path.relative_to(ROOT))
-        cfg = config(rel)
-        backbone = cfg.model.backbone
-        if backbone.type == 'TimmTokenReductionViT':
-            timm_configs.append(path.name)
-            continue
-        assert backbone.type == 'TokenReductionVisionTransformer', rel
-        reason = builds(cfg, backbone.get('token_reduction'))
-        if reason:
-            failures.append(f'{rel}: {reason}')
-    assert not failures, '\n'.join(failures)
-    assert timm_configs and all(n.startswith('tsn_timm_')
-                                for n in timm_configs), timm_configs
 
 
 def schedule_setting(text: str) -> Dict:

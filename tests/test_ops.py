@@ -31,18 +31,15 @@ def test_pool_weights_tokens_by_size():
     torch.testing.assert_close(state.pool(merged), patches.mean(1))
 
 
-def test_ops_import_no_openmmlab():
-    # Import the subpackage without running mmtokred/__init__.py's imports.
-    code = ('import importlib.util, sys, pathlib; '
-            "spec = importlib.util.spec_from_file_location('mmtokred_ops', "
-            "pathlib.Path('mmtokred/ops/__init__.py'), "
-            "submodule_search_locations=['mmtokred/ops']); "
-            'module = importlib.util.module_from_spec(spec); '
-            "sys.modules['mmtokred_ops'] = module; "
-            'spec.loader.exec_module(module); '
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('mmengine', 'mmcv', 'mmaction')))")
+@pytest.mark.parametrize('package', ['ops', 'reducers'])
+def test_ops_and_reducers_import_no_openmmlab_and_no_timm(package):
+    """mmtokred.ops and mmtokred.reducers are pure torch: importing them
+    loads neither OpenMMLab nor timm."""
     from conftest import ROOT
+    code = (f'import sys, mmtokred.{package}; '
+            "print(sorted({m.split('.')[0] for m in sys.modules "
+            "if m.split('.')[0] in ('mmengine', 'mmcv', 'mmaction', "
+            "'timm')}))")
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == '[]'

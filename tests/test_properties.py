@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mmaction.registry import MODELS
 
-from mmtokred.benchmark.observe import TokenRecorder
-from mmtokred.benchmark.sweep import METHODS, Grid
+from mmtokred.experiments.recipes import METHODS, Grid
+from mmtokred.measure.observe import TokenRecorder
 from mmtokred.ops import plan_tokens
 
 #: Fields an error may name: every message must name one of them.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import OneDevice
-from mmtokred.timm import PAPER_SETTINGS, apply_token_reduction
+from mmtokred.timm import OFFICIAL_PPT, PAPER_SETTINGS, apply_token_reduction
 
 SMALL = dict(img_size=64, num_classes=5)
 
@@ -278,7 +278,8 @@ def test_ppt_runs_as_the_official_code(threshold):
         threshold = sorted(variances)[1]
     threshold = {'prune': 0., 'pool': math.inf}.get(threshold, threshold)
     ours = patched(model, dict(blocks=dict(type='PPT', blocks=[1, 2],
-                                           r=[6, 5], threshold=threshold),
+                                           r=[6, 5], threshold=threshold,
+                                           **OFFICIAL_PPT),
                                proportional_attention=True))
     with torch.no_grad():
         got = ours(x)
@@ -347,7 +348,13 @@ def test_paper_settings_run_and_reduce_flops_on_deit_s():
 REDUCTIONS = [
     dict(blocks=dict(type='ToMe', r=3)),
     dict(blocks=dict(type='PPT', blocks=[0, 2], r=4)),
+    dict(blocks=dict(type='PPT', blocks=[0, 2], r=4, **OFFICIAL_PPT)),
     dict(blocks=dict(type='JMP', blocks=[0, 2], r=4)),
+    dict(blocks=dict(type='JMP', blocks=[0, 2], r=4,
+                     importance='class_token')),
+    dict(blocks=dict(type='TokenPruning', blocks=[0, 2], r=4,
+                     keep_mean='fuse')),
+    dict(blocks=dict(type='SimilarityPruning', blocks=[0, 2], r=4)),
     dict(input=dict(type='NEPAM', window=(2, 2), ratio=0.5)),
     dict(input=dict(type='PatchSimilarityPruning', ratio=0.25)),
 ]
@@ -376,13 +383,16 @@ def test_prefix_tokens_are_never_merged_or_pruned(name, kwargs, reduction):
 
 @pytest.mark.parametrize('name, kwargs, reduction', [
     *[('deit_tiny_distilled_patch16_224', {}, r) for r in REDUCTIONS],
-    # Average pooling weighted by size; PPT needs a class token.
+    # Average pooling weighted by size; the class token's importance needs
+    # a class token.
     *[('vit_tiny_patch16_224', dict(class_token=False, global_pool='avg'), r)
-      for r in REDUCTIONS if r.get('blocks', {}).get('type') != 'PPT'],
+      for r in REDUCTIONS
+      if r.get('blocks', {}).get('importance') != 'class_token'],
 ])
 def test_every_reducer_keeps_to_the_model_device(name, kwargs, reduction):
-    # On the meta device, as tests/test_device_placement.py runs the video
-    # reducers: a tensor made on the host inside forward is refused.
+    # On the meta device, as tests/test_backbone_device_placement.py runs
+    # the video reducers: a tensor made on the host inside forward is
+    # refused.
     model = patched(build(name, depth=4, **kwargs), reduction).to('meta')
     with torch.no_grad(), OneDevice():
         out = model(torch.empty(2, 3, 64, 64, device='meta'))
@@ -401,7 +411,7 @@ def test_bf16_outputs_are_finite():
 
 @pytest.mark.parametrize('reduction, match', [
     (dict(blocks=dict(type='ToMe', r=100)), 'block 0 sees 17 tokens'),
-    (dict(blocks=dict(type='PPT', blocks=[1], r=20)), 'can remove 8'),
+    (dict(blocks=dict(type='PPT', blocks=[1], r=20)), 'can remove 14'),
     (dict(blocks=dict(type='Nope')), 'token_reduction.blocks'),
     (dict(input=dict(type='NEPAM', window=(1, 8), num_windows=1)),
      'window'),
@@ -420,4 +430,4 @@ def test_ppt_needs_a_class_token():
         apply_token_reduction(
             build('vit_tiny_patch16_224', class_token=False,
                   global_pool='avg'),
-            dict(blocks=dict(type='PPT', blocks=[1], r=2)))
+            dict(blocks=dict(type='PPT', blocks=[1], r=2, **OFFICIAL_PPT)))

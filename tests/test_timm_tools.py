@@ -2,6 +2,7 @@
 ViT with random weights (needs timm: the conftest leaves this file out
 without it)."""
 import json
+import pickle
 import re
 import sys
 
@@ -85,6 +86,39 @@ def test_eval_timm_refuses_unsafe_checkpoint(image_folder, tmp_path):
     assert 'weights_only' in result.stderr, result.stderr[-2000:]
 
 
+def test_one_checkpoint_loader(tmp_path):
+    """The benchmark, the evaluation and the frame backbone load weights
+    through one function: a training script's checkpoint (EMA weights
+    preferred, DDP prefix, its arguments beside) into a model with or
+    without its classifier; code in a file is refused, saying why."""
+    import argparse
+
+    from mmtokred.timm import backbone, compare
+    from mmtokred.timm.checkpoint import load_checkpoint
+    assert backbone.load_checkpoint is compare.load_checkpoint is \
+        load_checkpoint
+    torch.manual_seed(0)
+    ema = timm.create_model(MODEL).state_dict()
+    path = tmp_path / 'trained.pth'
+    torch.save({'model': {'module.' + k: v.zero_() for k, v in
+                          timm.create_model(MODEL).state_dict().items()},
+                'model_ema': {'module.' + k: v for k, v in ema.items()},
+                'args': argparse.Namespace(model=MODEL)}, path)
+    classifier = timm.create_model(MODEL)
+    load_checkpoint(classifier, str(path))
+    features = timm.create_model(MODEL, num_classes=0)
+    load_checkpoint(features, str(path))
+    for model in (classifier, features):
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, ema[key]), key
+    assert 'head.weight' not in features.state_dict()
+    unsafe = tmp_path / 'unsafe.pth'
+    torch.save({'model': ema, 'extra': NotAWeight()}, unsafe)
+    with pytest.raises(pickle.UnpicklingError,
+                       match=f'holds the class {__name__}.NotAWeight'):
+        load_checkpoint(classifier, str(unsafe))
+
+
 def test_benchmark_timm_json(tmp_path):
     out = tmp_path / 'bench.json'
     result = run_tool([
@@ -123,7 +157,7 @@ def test_benchmark_device_check_on_this_torch_build():
     """This environment's torch is the registry's default (CUDA) build: on
     a machine without a GPU, --device cuda is refused with the way out
     (the main environment's CPU-only torch: tests/test_tools.py)."""
-    from mmtokred.benchmark.forward import check_device
+    from mmtokred.measure.forward import check_device
     if torch.cuda.is_available():
         assert check_device('cuda', '--device') == torch.device('cuda')
     elif torch.version.cuda is not None:

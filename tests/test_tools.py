@@ -50,6 +50,7 @@ def test_test_tool_single_process(video_data, tiny_checkpoint, tmp_path):
     assert 0 <= metrics['acc/top1'] <= 1
 
 
+@pytest.mark.slow
 def test_dist_test_matches_single_process(video_data, tiny_checkpoint,
                                           tmp_path):
     single = run_test_tool(video_data, tmp_path / 'one', tiny_checkpoint)
@@ -128,7 +129,7 @@ def test_missing_checkpoint_is_explained(video_data, tmp_path):
 
 
 def test_checkpoint_defaults_to_load_from(video_data, tiny_checkpoint,
-                                         tmp_path):
+                                          tmp_path):
     metrics = run_test_tool(video_data, tmp_path, '--cfg-options',
                             f'load_from={tiny_checkpoint}')
     assert 'acc/top1' in metrics
@@ -144,19 +145,7 @@ def test_unreachable_url_names_it_and_the_way_out(video_data, tmp_path):
     assert url in result.stderr and 'pass the local file' in result.stderr
 
 
-def test_official_configs_parse():
-    from mmengine.config import Config
-
-    from conftest import ROOT
-    configs = sorted((ROOT / 'configs').rglob('videomae_dense.py'))
-    assert len(configs) == 4
-    for path in configs:
-        cfg = Config.fromfile(path)
-        assert cfg.model.backbone.type == 'TokenReductionVisionTransformer'
-        assert cfg.load_from.startswith('https://download.openmmlab.com/')
-        assert cfg.custom_imports['imports'] == ['mmtokred.plugin']
-
-
+@pytest.mark.slow
 def test_benchmark_tool_writes_json(tmp_path):
     out = tmp_path / 'bench.json'
     result = run_tool([
@@ -177,6 +166,7 @@ def test_benchmark_tool_writes_json(tmp_path):
     assert 'speedup' in result.stdout
 
 
+@pytest.mark.slow
 def test_benchmark_of_a_reduced_config_reports_the_reduction(tmp_path):
     out = tmp_path / 'bench.json'
     config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
@@ -192,6 +182,7 @@ def test_benchmark_of_a_reduced_config_reports_the_reduction(tmp_path):
     assert figures['models']['ours']['branch_counts'] == {}
 
 
+@pytest.mark.slow
 def test_benchmark_in_bf16_reports_the_peak(tmp_path):
     out = tmp_path / 'bench.json'
     config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
@@ -228,6 +219,7 @@ def test_benchmark_in_bf16_reports_the_peak(tmp_path):
     assert refused.returncode != 0 and 'amp' in refused.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_runs_several_configs_side_by_side(tmp_path):
     out = tmp_path / 'bench.json'
     nepam = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
@@ -273,6 +265,65 @@ def test_threshold_benchmark_compares_padding_with_single_clips(tmp_path):
     assert result['padded_length'] == max(result['tokens_per_clip'])
     assert result['max_abs_diff'] < 1e-4
     assert result['padded_speedup'] > 0
+    assert result['spread_padded_batch'] == result['spread_clip_by_clip'] == 0
+
+
+class FakeClock:
+    """Stands in for time.perf_counter: each forward advances it by the
+    next of its own durations."""
+
+    def __init__(self, durations):
+        self.now = 0.
+        self.durations = {name: iter(ds) for name, ds in durations.items()}
+
+    def __call__(self):
+        return self.now
+
+    def forward(self, name, calls):
+        def run():
+            calls.append(name)
+            self.now += next(self.durations[name])
+        return run
+
+
+def test_side_by_side_takes_turns_after_warm_up(monkeypatch):
+    from mmtokred.measure import forward as forward_module
+    from mmtokred.measure.side_by_side import side_by_side
+    clock = FakeClock({'stock': [9., 9., 2., 2., 4.],
+                       'ours': [9., 9., 1., 2., 1.]})
+    monkeypatch.setattr(forward_module.time, 'perf_counter', clock)
+    calls = []
+    run = side_by_side({name: clock.forward(name, calls)
+                        for name in ('stock', 'ours')}, warmup=2, repeats=3)
+    assert calls == ['stock', 'ours'] * 5  # warm-up turns, then timed turns
+    assert run.seconds == {'stock': [2., 2., 4.], 'ours': [1., 2., 1.]}
+    assert run.figures('stock') == dict(seconds_per_turn=[2., 2., 4.],
+                                        seconds_per_batch=2., spread=1.)
+    assert run.spread('ours') == pytest.approx(1.)
+    assert run.speedup('ours', 'stock') == 2.  # medians 2 and 1
+    assert run.speedup_range('ours', 'stock') == (1., 4.)  # paired turns
+    assert run.peaks == {}
+
+
+def test_side_by_side_measures_memory_through_the_probe():
+    from mmtokred.measure.side_by_side import side_by_side
+
+    class Probe:
+        def peaks(self, forwards, device):
+            self.seen = list(forwards), device
+            return {name: dict(activation_mib=mib, total_mib=10 * mib)
+                    for name, mib in zip(forwards, (4., 1.))}
+
+    probe = Probe()
+    run = side_by_side({'stock': lambda: None, 'ours': lambda: None},
+                       warmup=0, repeats=1, memory=probe)
+    assert probe.seen == (['stock', 'ours'], torch.device('cpu'))
+    assert run.figures('ours')['activation_mib'] == 1.
+    assert run.figures('ours')['spread'] == 0.  # one turn: nothing to spread
+    assert run.memory_ratio('ours', 'stock') == 0.25
+    assert run.memory_ratio('ours', 'stock', 'total_mib') == 0.25
+    with pytest.raises(ValueError, match='repeats must be >= 1'):
+        side_by_side({'stock': lambda: None}, warmup=0, repeats=0)
 
 
 def test_benchmark_refuses_a_device_torch_cannot_reach():
@@ -290,7 +341,7 @@ def test_benchmark_refuses_a_device_torch_cannot_reach():
 
 
 def test_device_check_names_each_way_out(monkeypatch):
-    from mmtokred.benchmark.forward import check_device
+    from mmtokred.measure.forward import check_device
     assert check_device('cpu') == torch.device('cpu')
     for name, message in (('foo', 'not a device; use cpu, cuda or cuda:N'),
                           ('meta', 'the benchmarks run on cpu or cuda')):
@@ -346,6 +397,7 @@ def test_clip_shape_check_allows_what_the_embedding_serves():
         check_clip_shape(backbone, (5, 64, 64), 'tiny')
 
 
+@pytest.mark.slow
 def test_benchmark_says_what_compiling_takes():
     # TORCH_COMPILE_DISABLE: torch.compile runs eagerly (here and in the
     # memory probe's processes), so the lines are checked in seconds.

@@ -1,4 +1,7 @@
-"""Each workaround of mmtokred.upstream_fixes, with and without its bug."""
+"""Each workaround of mmtokred.upstream_fixes, with and without its bug,
+and the safe-loading policy of mmtokred.safe_loading that the second one
+puts under mmengine."""
+import argparse
 import pickle
 import subprocess
 import sys
@@ -10,7 +13,7 @@ from conftest import ROOT, TINY_CONFIG, data_options, run_tool, test_metrics
 from mmengine.config import Config
 from mmengine.runner import Runner, load_checkpoint
 
-from mmtokred import upstream_fixes
+from mmtokred import safe_loading, upstream_fixes
 
 
 def python(code: str) -> str:
@@ -30,13 +33,6 @@ PATCHES = ('from mmengine.runner.checkpoint import CheckpointLoader as C; '
            'from mmaction.evaluation.metrics import AccMetric as A; '
            "print(hasattr(C.load_checkpoint, '_mmtokred_safe'), "
            "hasattr(A.process, '_mmtokred_bf16'))")
-
-
-def test_importing_ops_loads_no_openmmlab():
-    out = python('import sys, mmtokred.ops; '
-                 "print(sorted({m.split('.')[0] for m in sys.modules "
-                 "if m.startswith(('mmaction', 'mmengine', 'mmcv'))}))")
-    assert out == '[]'
 
 
 def test_only_the_plugin_patches_the_upstream_stack():
@@ -137,10 +133,10 @@ def test_unknown_class_fails_clearly_and_opt_in_works(tmp_path, monkeypatch):
     torch.save(dict(state_dict={}, meta=dict(odd=Untrusted())), path)
     with pytest.raises(pickle.UnpicklingError,
                        match=f'the class {__name__}.Untrusted.*export '
-                       f'{upstream_fixes.EXTRA_SAFE_GLOBALS_ENV}='
+                       f'{safe_loading.EXTRA_SAFE_GLOBALS_ENV}='
                        f'{__name__}.Untrusted'):
         load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
-    monkeypatch.setenv(upstream_fixes.EXTRA_SAFE_GLOBALS_ENV,
+    monkeypatch.setenv(safe_loading.EXTRA_SAFE_GLOBALS_ENV,
                        f'{__name__}.Untrusted')
     load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
     # The opt-in lasted for that load only: safe loading is still global.
@@ -211,7 +207,26 @@ def test_malicious_checkpoints_never_run(tmp_path, kind, payload):
     if isinstance(error.value, pickle.UnpicklingError) and kind != 'raw':
         message = str(error.value)
         assert 'refusing' in message.lower()
-        assert upstream_fixes.EXTRA_SAFE_GLOBALS_ENV not in message
+        assert safe_loading.EXTRA_SAFE_GLOBALS_ENV not in message
+
+
+@pytest.mark.parametrize('payload', [RunsSystem, RunsEval,
+                                     WritesThroughGetattr])
+def test_safe_load_applies_the_same_policy(tmp_path, payload):
+    """safe_loading.load (the timm loader's) refuses what mmengine's loads
+    refuse, and allows timm's training arguments for that load only."""
+    marker = tmp_path / MARKER_NAME
+    path = tmp_path / 'evil.pth'
+    write_payload(path, payload(marker), 'zip')
+    with pytest.raises(pickle.UnpicklingError, match='^Refusing'):
+        safe_loading.load(str(path))
+    assert not marker.exists()
+    trained = tmp_path / 'trained.pth'
+    torch.save(dict(state_dict={'w': torch.ones(1)},
+                    args=argparse.Namespace(lr=0.1)), trained)
+    assert safe_loading.load(str(trained))['args'].lr == 0.1
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(trained)
 
 
 @pytest.mark.parametrize('name', [
@@ -222,14 +237,14 @@ def test_opt_in_refuses_functions_and_unsafe_classes(tmp_path, monkeypatch,
     marker = tmp_path / MARKER_NAME
     path = tmp_path / 'evil.pth'
     write_payload(path, RunsEval(marker), 'zip')
-    monkeypatch.setenv(upstream_fixes.EXTRA_SAFE_GLOBALS_ENV, name)
+    monkeypatch.setenv(safe_loading.EXTRA_SAFE_GLOBALS_ENV, name)
     with pytest.raises(ValueError, match=f'{name}.*refused'):
         load_checkpoint(torch.nn.Linear(1, 1), str(path), strict=False)
     assert not marker.exists()
 
 
 def test_bad_opt_in_name_is_reported(monkeypatch, tmp_path):
-    monkeypatch.setenv(upstream_fixes.EXTRA_SAFE_GLOBALS_ENV, 'no_such.Thing')
+    monkeypatch.setenv(safe_loading.EXTRA_SAFE_GLOBALS_ENV, 'no_such.Thing')
     path = tmp_path / 'plain.pth'
     torch.save({'state_dict': {}}, path)
     with pytest.raises(ValueError, match='no_such.Thing'):
@@ -253,8 +268,8 @@ def test_getattr_stand_in_allows_only_statistics(owner, name):
     from mmengine.logging import HistoryBuffer
     owner = HistoryBuffer if owner == 'HistoryBuffer' else os
     with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
-        upstream_fixes._history_buffer_statistic(owner, name)
-    assert upstream_fixes._history_buffer_statistic(
+        safe_loading._history_buffer_statistic(owner, name)
+    assert safe_loading._history_buffer_statistic(
         HistoryBuffer, 'mean') is HistoryBuffer.mean
 
 

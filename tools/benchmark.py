@@ -13,7 +13,7 @@ from mmengine.config import Config, DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.compare import check_clip_shape, compare, format_table
-from mmtokred.benchmark.forward import DTYPES, check_device
+from mmtokred.measure.forward import DTYPES, check_device
 from mmtokred.ops.attention import CPU_KERNELS
 
 

@@ -24,10 +24,13 @@ def main():
     print(f"{result['config']}, threshold {result['threshold']}: tokens per "
           f"clip {result['tokens_per_clip']}, padded to "
           f"{result['padded_length']}")
-    print(f"padded batch {result['seconds_padded_batch']:.3f} s, clip by clip "
-          f"{result['seconds_clip_by_clip']:.3f} s: padding is "
+    print(f"padded batch {result['seconds_padded_batch']:.3f} s (spread "
+          f"{100 * result['spread_padded_batch']:.1f}%), clip by clip "
+          f"{result['seconds_clip_by_clip']:.3f} s (spread "
+          f"{100 * result['spread_clip_by_clip']:.1f}%): padding is "
           f"{result['padded_speedup']:.2f}x as fast; max |batched - single| "
           f"= {result['max_abs_diff']:.1e}")
+    print("spread: (max - min) / median of the repeats' times")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

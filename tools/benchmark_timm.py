@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from mmtokred.benchmark.forward import DTYPES
+from mmtokred.measure.forward import DTYPES
 from mmtokred.timm import PAPER_SETTINGS
 from mmtokred.timm.compare import (DEFAULT_BATCH_SIZES, DEFAULT_MODELS,
                                    MODEL_SETTINGS, compare_timm,

@@ -10,8 +10,8 @@ parameters (how the removal spreads over the blocks, NEPAM's ratio and
 window, thresholds, proportional attention), each shape at the least
 reduction within the target FLOPs ratio, for the schedule whose class
 distributions are closest to dense (mean KL, agreement as the tie-break);
-see :mod:`mmtokred.calibration` for the search. Prints the candidates tried and
-writes a config inheriting CONFIG that changes only
+see :mod:`mmtokred.experiments.calibration` for the search. Prints the
+candidates tried and writes a config inheriting CONFIG that changes only
 ``model.backbone.token_reduction``; use it with tools/test.py and
 tools/dist_test.sh. It reports as it goes: the clips and the dense pass,
 the default shape with the time a candidate takes, a line per round of
@@ -30,10 +30,12 @@ from mmengine.dist import get_dist_info, init_dist, is_distributed
 from mmengine.registry import init_default_scope
 
 from mmtokred import plugin, upstream_fixes  # noqa: F401  (plugin registers)
-from mmtokred.calibration import (METHODS, SPLITS, CalibrationClips,
-                                  Calibrator, SearchSpace, calibrated_config,
-                                  format_candidates)
-from mmtokred.benchmark.sweep import duration, model_grid
+from mmtokred.console import duration
+from mmtokred.experiments.calibration import (METHODS, Calibrator,
+                                              SearchSpace, calibrated_config,
+                                              format_candidates)
+from mmtokred.experiments.clips import SPLITS, Clips
+from mmtokred.experiments.recipes import model_grid
 
 
 def parse_args():
@@ -101,8 +103,8 @@ def calibrate(args, cfg, started):
               f'{args.split} set ({args.pipeline} pipeline), then the dense '
               f'model on them, {world} process{"es" if world > 1 else ""}',
               flush=True)
-    clips = CalibrationClips(cfg, args.split, args.clips, args.seed,
-                             args.batch_size, args.pipeline)
+    clips = Clips(cfg, args.split, args.pipeline, args.clips, args.seed,
+                  args.batch_size)
     calibrator = Calibrator(cfg, args.checkpoint, space, clips)
     if rank == 0:
         print(f'{len(clips)} clips decoded and run dense in '

@@ -31,8 +31,9 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
-from mmtokred.benchmark.sweep import (METHODS, format_table, plot_pareto,
-                                      read_table, sweep, write_table)
+from mmtokred.experiments.recipes import METHODS
+from mmtokred.experiments.sweep import (format_table, plot_pareto, read_table,
+                                        sweep, write_table)
 
 
 def main():
@@ -71,9 +72,8 @@ def main():
     if not args.checkpoints:
         parser.error('give at least one checkpoint (or --replot)')
     rows = sweep(args.config, args.checkpoints, args.methods,
-                 targets=args.flops, work_dir=args.work_dir,
-                 repeats=args.repeats, cfg_options=args.cfg_options,
-                 configs=args.configs)
+                 targets=args.flops, repeats=args.repeats,
+                 cfg_options=args.cfg_options, configs=args.configs)
     prefix = str(Path(args.work_dir) / 'sweep')
     write_table(rows, prefix)
     plot_pareto(rows, prefix + '.png', title=title)

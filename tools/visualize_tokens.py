@@ -23,7 +23,7 @@ from mmengine.runner import load_checkpoint
 from PIL import Image
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
-from mmtokred.benchmark.observe import TokenRecorder
+from mmtokred.measure.observe import TokenRecorder
 from mmtokred.visualization import (annotate, caption, render_animation,
                                     render_grid, stage_labels, token_map,
                                     token_summary)

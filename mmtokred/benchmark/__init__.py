@@ -1,4 +1,4 @@
-"""Measurement: speed, FLOPs, memory and what a forward pass did, side by
-side with stock MMAction2 or timm. Import the submodules (``compare``,
-``flops``, ``memory``, ``observe``, ...); this package imports none of them,
-so measuring a timm model never loads MMAction2."""
+"""The benchmarks: the video backbone against stock MMAction2
+(:mod:`.compare`, ``tools/benchmark.py``) and padded threshold batches
+(:mod:`.threshold`), built from :mod:`mmtokred.measure`. Import the
+submodules; this package imports none of them."""

@@ -1,7 +1,6 @@
 """Measure configs' models, dense and stock side by side in one run."""
 import inspect
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -9,17 +8,17 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from ..measure.flops import count_gflops
+from ..measure.forward import (DTYPES, autocast_dtype, check_device,
+                               device_name, forward_fn, prepare,
+                               seconds_per_batch)
+from ..measure.kernels import attention_kernel_ms
+from ..measure.memory import MemoryProbe, allocated_bytes
+from ..measure.observe import ReducerTimer, TokenRecorder
+from ..measure.peak import limit_lines, machine_limits
+from ..measure.side_by_side import SideBySide, side_by_side
 from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
     cpu_kernel_set_to
-from .flops import count_gflops
-from .forward import (DTYPES, autocast_dtype, check_device, device_name,
-                      forward_fn, interleaved_times, prepare,
-                      seconds_per_batch, spread)
-from .kernels import attention_kernel_ms
-from .memory import (allocated_bytes, cuda_peaks,
-                     peak_memory_fresh_process)
-from .observe import ReducerTimer, TokenRecorder
-from .peak import limit_lines, machine_limits
 from .variants import build_variants, has_token_reduction
 
 #: The models every run has besides the configs' own.
@@ -277,22 +276,18 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
                  'cache of an earlier run)...')
         compiling = sum(seconds_per_batch(forwards, 0, 1).values())
         progress(f'compiled in {compiling:.0f} s')
-    times = interleaved_times(forwards, max(warmup - bool(compiled), 0),
-                              repeats)
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        figures[name].update(
-            seconds_per_turn=seconds, seconds_per_batch=median,
-            spread=spread(seconds) or 0., clips_per_s=batch_size / median,
+    run = side_by_side(
+        forwards, max(warmup - bool(compiled), 0), repeats, dev,
+        MemoryProbe('mmtokred.benchmark.variants:probe_forward',
+                    _probe_specs(probe, inputs, models, setting), resident))
+    for name, fig in figures.items():
+        fig.update(run.figures(name))
+        median = fig['seconds_per_batch']
+        fig.update(
+            clips_per_s=batch_size / median,
             # GFLOPs per clip count multiply-accumulates (the model zoo's
             # convention); a machine's peak counts 2 FLOPs per multiply-add.
-            gflops_per_s=2 * figures[name]['gflops_per_clip'] * batch_size /
-            median)
-    if dev.type == 'cuda':
-        for name, peak in cuda_peaks(forwards, resident, dev).items():
-            figures[name].update(peak)
-    else:
-        _cpu_peaks(figures, probe, inputs, models, setting)
+            gflops_per_s=2 * fig['gflops_per_clip'] * batch_size / median)
 
     names = list(cfgs)
     reference = 'dense' if 'dense' in models else names[0]
@@ -307,7 +302,7 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
     for name, fig in figures.items():
         fig['share_of_achievable'] = fig['gflops_per_s'] / limits[
             fig['math_dtype']]['achievable']['gflops']
-    _ratios(figures)
+    _ratios(figures, run)
     return dict(
         device=device_name(dev),
         input_shape=list(inputs.shape),
@@ -328,25 +323,32 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
     )
 
 
-def _cpu_peaks(figures: Dict[str, Dict], probe: Dict, inputs: torch.Tensor,
-               models: Dict[str, nn.Module], setting: Callable) -> None:
-    """Each model's CPU peak memory, measured in a fresh process."""
+def _probe_specs(probe: Dict, inputs: torch.Tensor,
+                 models: Dict[str, nn.Module],
+                 setting: Callable) -> Callable[[Path], Dict[str, Dict]]:
+    """The specs of :func:`.variants.probe_forward` that rebuild each model
+    in a fresh process, its weights and the clips saved in a folder."""
     paths = probe['paths']
     first = next(iter(paths))
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(inputs, Path(tmp) / 'inputs.pth')
-        torch.save(models[first].state_dict(), Path(tmp) / 'weights.pth')
+
+    def specs(folder: Path) -> Dict[str, Dict]:
+        torch.save(inputs, folder / 'inputs.pth')
+        torch.save(models[first].state_dict(), folder / 'weights.pth')
+        specs = {}
         for name in models:
             variant_dtype, variant_amp, variant_compile = setting(name)
-            figures[name].update(peak_memory_fresh_process(dict(
+            specs[name] = dict(
                 config=paths.get(name, paths[first]),
                 cfg_options=probe['cfg_options'],
                 variant=name if name in BASELINES else 'ours',
                 amp=variant_amp, dtype=variant_dtype,
                 compile=variant_compile,
                 attention_kernel=probe['attention_kernel'],
-                weights=str(Path(tmp) / 'weights.pth'),
-                inputs=str(Path(tmp) / 'inputs.pth'))))
+                weights=str(folder / 'weights.pth'),
+                inputs=str(folder / 'inputs.pth'))
+        return specs
+
+    return specs
 
 
 def _attention(dev: torch.device, dtype: torch.dtype, setting: str,
@@ -364,22 +366,22 @@ def _attention(dev: torch.device, dtype: torch.dtype, setting: str,
     return figures
 
 
-def _ratios(figures: Dict[str, Dict]) -> None:
-    """Each model's figures against stock and, where it reduces, dense."""
+def _ratios(figures: Dict[str, Dict], run: SideBySide) -> None:
+    """Each model's figures against stock and, where it reduces, dense
+    (``run``: its timed turns and peaks)."""
     stock = figures['stock']
     dense = figures.get('dense')
     for name, fig in figures.items():
         fig.update(
-            speedup_vs_stock=stock['seconds_per_batch'] /
-            fig['seconds_per_batch'],
+            speedup_vs_stock=run.speedup(name, 'stock'),
             flops_ratio_vs_stock=fig['gflops_per_clip'] /
             stock['gflops_per_clip'],
-            peak_mem_ratio_vs_stock=fig['activation_mib'] /
-            stock['activation_mib'],
-            total_mem_ratio_vs_stock=fig['total_mib'] / stock['total_mib'])
+            peak_mem_ratio_vs_stock=run.memory_ratio(name, 'stock'),
+            total_mem_ratio_vs_stock=run.memory_ratio(name, 'stock',
+                                                      'total_mib'))
         if dense is not None and name not in BASELINES:
             flops_ratio = fig['gflops_per_clip'] / dense['gflops_per_clip']
-            speedup = dense['seconds_per_batch'] / fig['seconds_per_batch']
+            speedup = run.speedup(name, 'dense')
             fig.update(speedup_vs_dense=speedup,
                        flops_ratio_vs_dense=flops_ratio,
                        bound_share=speedup * flops_ratio)

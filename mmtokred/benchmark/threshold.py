@@ -5,15 +5,14 @@ padded to the longest clip and the padding is masked out of attention (and
 pooling); the alternative runs each clip on its own, wasting no compute on
 padding but giving up batching.
 """
-import statistics
-import time
 from typing import Dict, Sequence
 
 import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
-from .observe import TokenRecorder
+from ..measure.observe import TokenRecorder
+from ..measure.side_by_side import side_by_side
 
 
 def clips_of_varied_redundancy(batch_size: int, shape: Sequence[int],
@@ -33,7 +32,9 @@ def compare_padding(config: str,
                     batch_size: int = 4,
                     repeats: int = 3) -> Dict:
     """Time the config's backbone, its NEPAM set to ``threshold``, on a
-    padded batch and clip by clip, taking turns in every repetition."""
+    padded batch and clip by clip, side by side
+    (:func:`~mmtokred.measure.side_by_side.side_by_side`): medians, spreads
+    (``(max - min) / median``) and the padded batch's speedup."""
     cfg = Config.fromfile(config)
     backbone_cfg = cfg.model.backbone
     reduction = dict(backbone_cfg.get('token_reduction') or {})
@@ -60,28 +61,20 @@ def compare_padding(config: str,
             padded_length = recorder.tokens_per_block[0]
         single_out = torch.cat([backbone(clip[None]) for clip in clips])
 
-        def batched():
-            backbone(clips)
-
-        def one_by_one():
-            for clip in clips:
-                backbone(clip[None])
-
-        times = {'padded_batch': [], 'clip_by_clip': []}
-        for _ in range(repeats):
-            for name, run in (('padded_batch', batched),
-                              ('clip_by_clip', one_by_one)):
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    seconds = {name: statistics.median(ts) for name, ts in times.items()}
+        # The passes above were the warm-up.
+        run = side_by_side({'padded_batch': lambda: backbone(clips),
+                            'clip_by_clip': lambda: [backbone(clip[None])
+                                                     for clip in clips]},
+                           warmup=0, repeats=repeats)
     return dict(
         config=str(config),
         threshold=threshold,
         tokens_per_clip=tokens,
         padded_length=padded_length,
-        seconds_padded_batch=seconds['padded_batch'],
-        seconds_clip_by_clip=seconds['clip_by_clip'],
-        padded_speedup=seconds['clip_by_clip'] / seconds['padded_batch'],
+        seconds_padded_batch=run.median('padded_batch'),
+        seconds_clip_by_clip=run.median('clip_by_clip'),
+        spread_padded_batch=run.spread('padded_batch'),
+        spread_clip_by_clip=run.spread('clip_by_clip'),
+        padded_speedup=run.speedup('padded_batch', 'clip_by_clip'),
         max_abs_diff=float((batched_out - single_out).abs().max()),
     )

@@ -2,13 +2,15 @@
 weights: stock (mmaction's own VisionTransformer), dense (ours with token
 reduction off) and ours (each config as written)."""
 import copy
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from torch import nn
+
+from ..measure.forward import forward_fn, prepare
 
 VARIANTS = ('stock', 'dense', 'ours')
 
@@ -69,3 +71,26 @@ def build_variants(configs: Dict[str, Config],
         if model is not ours:
             model.load_state_dict(ours.state_dict(), strict=True)
     return models
+
+
+def probe_forward(spec: Dict) -> Callable[[], torch.Tensor]:
+    """The measured forward of one variant, rebuilt in the fresh process of
+    :class:`mmtokred.measure.memory.MemoryProbe`.
+
+    ``spec`` holds ``config``, ``cfg_options``, ``variant``, ``weights`` and
+    ``inputs`` (files saved by the caller), ``amp``, ``dtype`` and
+    ``compile`` (as for :func:`~mmtokred.measure.forward.prepare`) and
+    ``attention_kernel`` (as for
+    :func:`mmtokred.ops.attention.set_cpu_kernel`).
+    """
+    import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
+
+    from ..ops.attention import set_cpu_kernel
+    set_cpu_kernel(spec['attention_kernel'])
+    cfg = Config.fromfile(spec['config'])
+    cfg.merge_from_dict(spec['cfg_options'] or {})
+    model = build_variant(cfg, spec['variant'])
+    model.load_state_dict(torch.load(spec['weights'], weights_only=True))
+    prepare(model, spec['dtype'], spec['compile'])
+    inputs = torch.load(spec['inputs'], weights_only=True)
+    return forward_fn(model, inputs, spec['amp'])

@@ -1,23 +1,16 @@
-"""The registered backbone and reducers (mmaction's ``MODELS`` registry)."""
+"""The registered VideoMAE backbone, and every reducer of
+:mod:`mmtokred.reducers` in mmaction's ``MODELS`` registry (so configs
+name them by ``type``, and reducers registered in ``MODELS`` build too)."""
+from mmaction.registry import MODELS
+
+from ..reducers import REDUCERS
 from ..upstream_fixes import make_mmaction_importable
 
 make_mmaction_importable()  # mmaction.models cannot be imported without it
 
-from .jmp import JMP  # noqa: E402
-from .nepam import NEPAM  # noqa: E402
-from .ppt import PPT  # noqa: E402
-from .reducers import (AttentionInputs, BlockReducer,  # noqa: E402
-                       InputReducer, Reducer, TokenReduction,
-                       build_token_reduction)
-from .similarity_pruning import (PatchSimilarityPruning,  # noqa: E402
-                                 SimilarityPruning)
-from .token_pruning import TokenPruning  # noqa: E402
-from .tome import ToMe  # noqa: E402
 from .vit_token_reduction import TokenReductionVisionTransformer  # noqa: E402
 
-__all__ = [
-    'AttentionInputs', 'BlockReducer', 'InputReducer', 'JMP', 'NEPAM', 'PPT',
-    'PatchSimilarityPruning', 'Reducer', 'SimilarityPruning', 'ToMe',
-    'TokenPruning', 'TokenReduction', 'TokenReductionVisionTransformer',
-    'build_token_reduction'
-]
+for _name, _reducer in REDUCERS.items():
+    MODELS.register_module(name=_name, module=_reducer)
+
+__all__ = ['TokenReductionVisionTransformer']

@@ -11,7 +11,7 @@ from mmaction.models.backbones.vit_mae import Attention, Block
 from torch import Tensor
 
 from ..ops import TokenState, attention
-from .reducers import AttentionInputs, BlockReducer
+from ..reducers import AttentionInputs, BlockReducer
 
 
 class FusedAttention(Attention):

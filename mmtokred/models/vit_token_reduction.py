@@ -7,13 +7,22 @@ import torch
 import torch.nn.functional as F
 from mmaction.models.backbones.vit_mae import VisionTransformer
 from mmaction.registry import MODELS
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..ops import TokenState, plan_tokens
+from ..ops import TokenState
+from ..reducers import (REDUCERS, TokenReduction, build_reducer,
+                        build_token_reduction)
 from .blocks import FusedAttention, ReducibleBlock
-from .reducers import build_token_reduction
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
+
+
+def _build_reducer(cfg: Dict) -> nn.Module:
+    """A reducer of :mod:`mmtokred.reducers` by ``type`` (registered there
+    whenever), else one a user registered in mmaction's ``MODELS``."""
+    if isinstance(cfg, dict) and cfg.get('type') in REDUCERS:
+        return build_reducer(cfg)
+    return MODELS.build(cfg)
 
 
 def _check_build_args(args: inspect.BoundArguments) -> None:
@@ -50,7 +59,7 @@ class TokenReductionVisionTransformer(VisionTransformer):
         token_reduction (dict, optional): ``dict(input=..., blocks=...,
             proportional_attention=False, track_source=False)``, the first
             two optional configs of registered reducers; see
-            :mod:`mmtokred.models.reducers`. None keeps every token.
+            :mod:`mmtokred.reducers`. None keeps every token.
         *args, **kwargs: the arguments of mmaction's ``VisionTransformer``.
 
     Attributes:
@@ -62,7 +71,7 @@ class TokenReductionVisionTransformer(VisionTransformer):
     All four are set by :meth:`set_token_reduction`. What a forward pass did
     with the tokens (how many entered each block, their state, time in the
     reducers) is observed from outside, with the forward hooks of
-    :mod:`mmtokred.benchmark.observe`.
+    :mod:`mmtokred.measure.observe`.
     """
 
     def __init__(self,
@@ -93,17 +102,13 @@ class TokenReductionVisionTransformer(VisionTransformer):
                 'return_feat_map=True needs the dense (T, H, W) token grid, '
                 'which token_reduction removes: set token_reduction=None or '
                 'return_feat_map=False')
-        reduction = build_token_reduction(token_reduction, len(self.blocks))
-        plan = plan_tokens(reduction.input, reduction.blocks,
-                           self.configured_grid, len(self.blocks))
+        reduction = build_token_reduction(token_reduction, len(self.blocks),
+                                          build=_build_reducer)
+        plan = reduction.plan(self.configured_grid, len(self.blocks))
         if plan.caps:
-            note = reduction.blocks.capacity_note()
-            raise ValueError(
-                f'token_reduction.blocks: {type(reduction.blocks).__name__} '
-                'asks for more tokens than the blocks see in the configured '
-                f'clips (token grid {self.configured_grid}): '
-                f'{plan.describe_caps()}. Lower r'
-                + (f' or {note}' if note else ''))
+            raise reduction.budget_error(
+                plan, 'in the configured clips (token grid '
+                f'{self.configured_grid})')
         #: Grids of other clip sizes whose budgets were capped, each with
         #: the warning given once for it.
         self.capped_budgets: Dict[Tuple[int, int, int], str] = {}
@@ -145,8 +150,8 @@ class TokenReductionVisionTransformer(VisionTransformer):
         """Check the reducers on clips of another size than configured: an
         input budget this grid cannot hold is an error; block budgets over
         what the blocks see are capped, with one warning per grid."""
-        plan = plan_tokens(self.input_reducer, self.block_reducer, grid,
-                           len(self.blocks))
+        plan = TokenReduction(self.input_reducer, self.block_reducer).plan(
+            grid, len(self.blocks))
         if plan.caps and grid not in self.capped_budgets:
             self.capped_budgets[grid] = (
                 f'{type(self.block_reducer).__name__} budget capped for '

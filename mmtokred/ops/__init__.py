@@ -1,12 +1,12 @@
 """Pure-torch token operations: no OpenMMLab imports in this package."""
 from .attention import attention
 from .bipartite_matching import (bipartite_soft_matching, merge_in_rounds,
-                                 merge_with_sizes)
+                                 merge_into_kept, merge_with_sizes)
 from .importance import (activation_norm_importance,
                          attention_sharpness_importance, concentration,
                          pooled_query_importance, random_importance,
                          received_attention_importance)
-from .joint_merge_prune import joint_merge_prune, merge_into_kept
+from .joint_merge_prune import joint_merge_prune
 from .neighbour_merge import (DISTANCES, POSITIONS, REPRESENTATIVES,
                               neighbour_merge, tubelet_pixels, window_layout,
                               window_scores)

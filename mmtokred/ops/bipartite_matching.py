@@ -1,5 +1,8 @@
 """ToMe's bipartite soft matching and size-weighted merging (Bolya et al.,
-ICLR 2023), for tokens without a class token unless told otherwise."""
+ICLR 2023), for tokens without a class token unless told otherwise; and
+the size-weighted merging of chosen tokens into chosen partners that
+pruning and JMP use (:func:`merge_into_kept`, :func:`merge_into_partners`).
+"""
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -11,10 +14,11 @@ from .token_state import TokenState
 Merge = Callable[[Tensor, str], Tensor]
 
 
-def bipartite_soft_matching(metric: Tensor,
-                            r: int,
-                            protected: int = 0,
-                            valid: Optional[Tensor] = None) -> Tuple[Merge, int]:
+def bipartite_soft_matching(
+        metric: Tensor,
+        r: int,
+        protected: int = 0,
+        valid: Optional[Tensor] = None) -> Tuple[Merge, int]:
     """Match ``r`` tokens of one half into their most similar partners.
 
     Tokens alternate into sets A (even positions) and B (odd positions);
@@ -109,18 +113,67 @@ def merge_with_sizes(merge: Merge, x: Tensor,
                          padded=state.padded)
 
 
+def _take(t: Tensor, index: Tensor) -> Tensor:
+    return t.gather(1, index[..., None].expand(-1, -1, t.shape[-1]))
+
+
+def merge_into_kept(x: Tensor, metric: Tensor, state: TokenState,
+                    kept: Tensor,
+                    removed: Tensor) -> Tuple[Tensor, TokenState]:
+    """Remove the tokens at ``removed`` ``(B, R)``, each merged into its most
+    similar token at ``kept`` ``(B, K)`` (cosine similarity of ``metric``
+    ``(B, N, D)``), size-weighted.
+
+    Returns:
+        The kept tokens in the order of ``kept``, and their state.
+    """
+    similarity = cosine_similarities(_take(metric, removed),
+                                     _take(metric, kept))
+    partner = similarity.argmax(-1)  # (B, R)
+    return merge_into_partners(x, state, kept, removed, partner,
+                               torch.ones_like(partner, dtype=torch.bool))
+
+
+def merge_into_partners(x: Tensor, state: TokenState, kept: Tensor,
+                        removed: Tensor, partner: Tensor,
+                        merged: Tensor) -> Tuple[Tensor, TokenState]:
+    """Keep the tokens of ``x`` at ``kept`` ``(B, K)``; add each token at
+    ``removed`` ``(B, R)`` flagged ``merged`` into ``kept[partner]``
+    (``partner`` ``(B, R)`` indexes ``kept``), size-weighted, and drop the
+    others. Sizes add up, sources (if tracked) are united."""
+    weight = merged[..., None].float()
+    size = state.sizes_like(x).float()
+    weighted = x * size
+    total = _take(weighted, kept).scatter_add(
+        1, partner[..., None].expand(-1, -1, x.shape[-1]),
+        _take(weighted, removed) * weight)
+    kept_size = _take(size, kept).scatter_add(1, partner[..., None],
+                                              _take(size, removed) * weight)
+    source: Optional[Tensor] = None
+    if state.source is not None:
+        source = _take(state.source, kept).scatter_reduce(
+            1, partner[..., None].expand(-1, -1, state.source.shape[-1]),
+            _take(state.source, removed) * weight.to(state.source.dtype),
+            reduce='amax')
+    return (total / kept_size.clamp(min=1e-6)).to(x.dtype), TokenState(
+        size=kept_size, source=source, padded=state.padded)
+
+
 def merge_in_rounds(x: Tensor, metric: Tensor, state: TokenState,
-                    r: int) -> Tuple[Tensor, TokenState]:
+                    r: int, protected: int = 0) -> Tuple[Tensor, TokenState]:
     """ToMe-merge ``r`` tokens of ``x`` ``(B, N, C)``, more than half if need
     be: in rounds of at most half the tokens, the ``metric`` ``(B, N, D)``
-    merged along (size-weighted) for the next round."""
-    if not 0 <= r < x.shape[1]:
-        raise ValueError(f'r must be in [0, {x.shape[1] - 1}] for '
-                         f'{x.shape[1]} tokens, got {r}')
+    merged along (size-weighted) for the next round; the first
+    ``protected`` tokens never merge (:func:`bipartite_soft_matching`)."""
+    most = x.shape[1] - protected - 1
+    if not 0 <= r <= most:
+        raise ValueError(f'r must be in [0, {most}] for {x.shape[1]} tokens '
+                         f'({protected} protected), got {r}')
     channels = x.shape[-1]
     packed = torch.cat([x, metric.to(x.dtype)], -1)
     while r > 0:
-        merge, done = bipartite_soft_matching(packed[..., channels:], r)
+        merge, done = bipartite_soft_matching(packed[..., channels:], r,
+                                              protected)
         packed, state = merge_with_sizes(merge, packed, state)
         r -= done
     return packed[..., :channels], state

@@ -10,57 +10,15 @@ reaches ``threshold``; otherwise it is both unimportant and unlike any kept
 token (background or noise) and is pruned. Every clip keeps ``N - r``
 tokens, so batches keep one length.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
 
+from .bipartite_matching import merge_into_partners
 from .checks import check_cosine
 from .cosine import cosine_similarities
 from .token_state import TokenState
-
-
-def _take(t: Tensor, index: Tensor) -> Tensor:
-    return t.gather(1, index[..., None].expand(-1, -1, t.shape[-1]))
-
-
-def merge_into_kept(x: Tensor, metric: Tensor, state: TokenState,
-                    kept: Tensor,
-                    removed: Tensor) -> Tuple[Tensor, TokenState]:
-    """Remove the tokens at ``removed`` ``(B, R)``, each merged into its most
-    similar token at ``kept`` ``(B, K)`` (cosine similarity of ``metric``
-    ``(B, N, D)``), size-weighted.
-
-    Returns:
-        The kept tokens in the order of ``kept``, and their state.
-    """
-    similarity = cosine_similarities(_take(metric, removed),
-                                     _take(metric, kept))
-    partner = similarity.argmax(-1)  # (B, R)
-    return _merge(x, state, kept, removed, partner,
-                  torch.ones_like(partner, dtype=torch.bool))
-
-
-def _merge(x: Tensor, state: TokenState, kept: Tensor, removed: Tensor,
-           partner: Tensor, merged: Tensor) -> Tuple[Tensor, TokenState]:
-    """Add the ``removed`` tokens flagged ``merged`` into ``kept[partner]``,
-    size-weighted; drop the others."""
-    weight = merged[..., None].float()
-    size = state.sizes_like(x).float()
-    weighted = x * size
-    total = _take(weighted, kept).scatter_add(
-        1, partner[..., None].expand(-1, -1, x.shape[-1]),
-        _take(weighted, removed) * weight)
-    kept_size = _take(size, kept).scatter_add(1, partner[..., None],
-                                              _take(size, removed) * weight)
-    source: Optional[Tensor] = None
-    if state.source is not None:
-        source = _take(state.source, kept).scatter_reduce(
-            1, partner[..., None].expand(-1, -1, state.source.shape[-1]),
-            _take(state.source, removed) * weight.to(state.source.dtype),
-            reduce='amax')
-    return (total / kept_size.clamp(min=1e-6)).to(x.dtype), TokenState(
-        size=kept_size, source=source, padded=state.padded)
 
 
 def joint_merge_prune(x: Tensor, metric: Tensor, state: TokenState,
@@ -97,6 +55,7 @@ def joint_merge_prune(x: Tensor, metric: Tensor, state: TokenState,
     merged = best.gather(1, leaving) >= threshold
     kept = torch.cat([a.gather(1, staying), b], 1)
     # B tokens sit after the staying A tokens in ``kept``.
-    x, state = _merge(x, state, kept, a.gather(1, leaving),
-                      partner.gather(1, leaving) + staying.shape[1], merged)
+    x, state = merge_into_partners(
+        x, state, kept, a.gather(1, leaving),
+        partner.gather(1, leaving) + staying.shape[1], merged)
     return x, state, merged

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_choice
-from .joint_merge_prune import merge_into_kept
+from .bipartite_matching import merge_into_kept
 from .token_state import TokenState
 
 KEEP_MEAN = ('drop', 'fuse', 'nearest')

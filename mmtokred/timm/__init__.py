@@ -9,8 +9,8 @@ timm (and so torchvision).
 - :mod:`.compare`: timm stock against reduced, speed, FLOPs, memory and
   top-1 (``tools/benchmark_timm.py``, ``tools/eval_timm.py``).
 """
-from .patch import (BLOCK_REDUCERS, INPUT_REDUCERS, PAPER_SETTINGS,
-                    TokenReductionMixin, apply_token_reduction)
+from .patch import (OFFICIAL_PPT, PAPER_SETTINGS, TokenReductionMixin,
+                    apply_token_reduction)
 
-__all__ = ['apply_token_reduction', 'PAPER_SETTINGS', 'INPUT_REDUCERS',
-           'BLOCK_REDUCERS', 'TokenReductionMixin']
+__all__ = ['apply_token_reduction', 'OFFICIAL_PPT', 'PAPER_SETTINGS',
+           'TokenReductionMixin']

@@ -14,6 +14,7 @@ from mmaction.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from .checkpoint import load_checkpoint
 from .patch import apply_token_reduction
 
 
@@ -36,9 +37,9 @@ class TimmTokenReductionViT(BaseModule):
         checkpoint: a local file of weights for ``model_name`` (a state
             dict, timm's or a ``{'state_dict': ...}`` / ``{'model': ...}``
             wrapper; ``.pth``/``.bin`` or ``.safetensors``), loaded instead
-            of the hub's with timm's loader: safe loading
-            (``weights_only=True``), the classifier dropped, the position
-            embedding resized, every other key required.
+            of the hub's by :func:`mmtokred.timm.checkpoint.load_checkpoint`:
+            safe loading (``weights_only=True``), the classifier dropped,
+            the position embedding resized, every other key required.
         token_reduction: what :func:`~mmtokred.timm.apply_token_reduction`
             takes: ``dict(input=..., blocks=..., proportional_attention=...,
             track_source=...)``, a name of
@@ -68,16 +69,12 @@ class TimmTokenReductionViT(BaseModule):
                 raise FileNotFoundError(
                     f'TimmTokenReductionViT checkpoint {checkpoint!r} is not '
                     'a file')
-            overlay = dict(timm_kwargs.pop('pretrained_cfg_overlay', None)
-                           or {})
-            overlay.update(file=os.fspath(checkpoint), source='')
-            timm_kwargs['pretrained_cfg_overlay'] = overlay
-            pretrained = True  # timm loads the file instead of the hub's
         self.model_name = model_name
         self.checkpoint = checkpoint
         try:
-            model = timm.create_model(model_name, pretrained=pretrained,
-                                      num_classes=0, **timm_kwargs)
+            model = timm.create_model(
+                model_name, pretrained=pretrained and checkpoint is None,
+                num_classes=0, **timm_kwargs)
         except LocalEntryNotFoundError as exc:  # offline, not in the cache
             raise OSError(
                 "TimmTokenReductionViT: pretrained=True loads timm's "
@@ -86,6 +83,8 @@ class TimmTokenReductionViT(BaseModule):
                 'cache: give them as a local file (model.backbone.checkpoint='
                 'FILE), or set model.backbone.pretrained=False (tools/test.py '
                 "loads the weights from the recognizer's checkpoint)") from exc
+        if checkpoint is not None:
+            load_checkpoint(model, checkpoint)
         self.model = apply_token_reduction(model, token_reduction)
         self.embed_dims = self.model.num_features
 

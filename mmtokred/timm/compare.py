@@ -2,10 +2,10 @@
 
 :func:`compare_timm` times a timm model and the same weights patched by
 :func:`mmtokred.timm.apply_token_reduction` in one run, the models taking
-turns in every repetition, with the measurement helpers every benchmark of
-mmtokred shares (:mod:`.forward`, :mod:`.flops`, :mod:`.memory`,
-:mod:`.peak`). :func:`evaluate_timm` gives their top-1 and top-5 on an
-ImageFolder tree through timm's own data pipeline. The tools are
+turns in every repetition, through the side-by-side routine every benchmark
+of mmtokred shares (:mod:`mmtokred.measure.side_by_side`).
+:func:`evaluate_timm` gives their top-1 and top-5 on an ImageFolder tree
+through timm's own data pipeline. The tools are
 ``tools/benchmark_timm.py`` and ``tools/eval_timm.py`` (docs/timm.md).
 """
 import argparse
@@ -13,11 +13,6 @@ import ast
 import copy
 import json
 import math
-import os
-import statistics
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -25,16 +20,15 @@ import timm
 import torch
 from timm.data import create_dataset, create_transform, \
     resolve_model_data_config
-from timm.models import clean_state_dict
-from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import Tensor, nn
 
-from ..benchmark.flops import count_gflops
-from ..benchmark.forward import (DTYPES, device_name, interleaved_times,
-                                 prepare, spread)
-from ..benchmark.memory import (FRESH_ENV, allocated_bytes, cuda_peaks,
-                                peak_memory)
-from ..benchmark.peak import limit_lines, machine_limits
+from ..measure.flops import count_gflops
+from ..measure.forward import DTYPES, check_device, device_name, prepare
+from ..measure.memory import MemoryProbe, allocated_bytes
+from ..measure.observe import tokens_through_blocks
+from ..measure.peak import limit_lines, machine_limits
+from ..measure.side_by_side import side_by_side
+from .checkpoint import load_checkpoint
 from .patch import PAPER_SETTINGS, apply_token_reduction
 
 #: Benchmarked when no model is named.
@@ -92,30 +86,6 @@ def reduction_label(token_reduction: TokenReduction) -> str:
     return '+'.join(types) or 'no reducer'
 
 
-def load_weights(model: nn.Module, checkpoint: str) -> None:
-    """Load a checkpoint into a timm ViT, safely: ``torch.load`` with
-    ``weights_only=True`` (tensors and plain containers only; never code),
-    or safetensors. The weights may sit under ``model``, ``state_dict`` or
-    ``model_ema``, with a ``module.`` prefix (DDP); timm's ViT filter
-    converts official checkpoints (DeiT, the original ViT) and resamples
-    position embeddings to the model's grid."""
-    if str(checkpoint).endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state = load_file(checkpoint, device='cpu')
-    else:
-        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    if isinstance(state, dict):
-        for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f'{checkpoint} holds no state dict '
-                         f'({type(state).__name__})')
-    state = checkpoint_filter_fn(clean_state_dict(state), model)
-    model.load_state_dict(state, strict=True)
-
-
 def create_model(name: str, pretrained: bool = False,
                  checkpoint: Optional[str] = None) -> nn.Module:
     """A timm model for inference (eval mode, no gradients): random weights
@@ -125,7 +95,7 @@ def create_model(name: str, pretrained: bool = False,
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=pretrained)
     if checkpoint:
-        load_weights(model, checkpoint)
+        load_checkpoint(model, checkpoint)
     return model.eval().requires_grad_(False)
 
 
@@ -140,7 +110,8 @@ def image_forward_fn(model: nn.Module,
                      images: Tensor) -> Callable[[], Tensor]:
     """The measured work of a timm classifier: its forward pass on
     ``images`` ``(B, C, H, W)`` (cast to the model's dtype), synchronised
-    on GPU (the image counterpart of :func:`.forward.forward_fn`)."""
+    on GPU (the image counterpart of
+    :func:`mmtokred.measure.forward.forward_fn`)."""
     images = images.to(next(model.parameters()).dtype)
 
     def forward() -> Tensor:
@@ -153,58 +124,19 @@ def image_forward_fn(model: nn.Module,
     return forward
 
 
-def tokens_through_blocks(model: nn.Module,
-                          forward: Callable) -> List[int]:
-    """Tokens entering the first block, then leaving each block, in one
-    pass of ``forward`` (a timm ViT, patched or not)."""
-    counts: List[int] = []
-
-    def entering(module, args):
-        counts.append(args[0].shape[1])
-
-    def leaving(module, args, output):
-        out = output[0] if isinstance(output, tuple) else output
-        counts.append(out.shape[1])
-
-    handles = [model.blocks[0].register_forward_pre_hook(entering)]
-    handles += [block.register_forward_hook(leaving)
-                for block in model.blocks]
-    try:
-        forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return counts
-
-
-# --------------------------------------------------------------------------
-# Peak memory of a fresh process (CPU)
-# --------------------------------------------------------------------------
-def _peak_memory_fresh_process(spec: Dict) -> Dict[str, float]:
-    """:func:`.memory.peak_memory` of one row in a fresh Python process
-    with the allocator settings of :func:`.memory.peak_memory_fresh_process`
-    (which builds MMAction2 models; this one timm's)."""
-    result = subprocess.run(
-        [sys.executable, '-m', 'mmtokred.timm.compare',
-         json.dumps(spec)],
-        env={**os.environ, **FRESH_ENV}, capture_output=True, text=True,
-        check=False)
-    if result.returncode != 0:
-        raise RuntimeError('memory probe failed:\n' + result.stderr[-4000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _probe(spec: Dict) -> Dict[str, float]:
+def probe_forward(spec: Dict) -> Callable[[], Tensor]:
+    """The measured forward of one row, rebuilt in the fresh process of
+    :class:`mmtokred.measure.memory.MemoryProbe`: ``spec`` holds ``model``,
+    ``token_reduction``, ``dtype`` and the files ``weights`` and
+    ``inputs``."""
     model = timm.create_model(spec['model'], pretrained=False)
     model.eval().requires_grad_(False)
     model.load_state_dict(torch.load(spec['weights'], weights_only=True))
     if spec['token_reduction'] is not None:
         apply_token_reduction(model, spec['token_reduction'])
     prepare(model, spec['dtype'])
-    forward = image_forward_fn(
+    return image_forward_fn(
         model, torch.load(spec['inputs'], weights_only=True))
-    forward()  # one-time work (kernel caches, thread pools)
-    return peak_memory(forward, torch.device('cpu'))
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +179,7 @@ def compare_timm(model_name: str,
     if dtype not in DTYPES:
         raise ValueError(f'dtype must be one of {tuple(DTYPES)}, got '
                          f'{dtype!r}')
-    dev = torch.device(device)
+    dev = check_device(device)
     settings = {STOCK: None}
     for token_reduction in token_reductions:
         token_reduction = parse_token_reduction(token_reduction)
@@ -275,45 +207,35 @@ def compare_timm(model_name: str,
         rows[label] = dict(
             token_reduction=settings[label],
             gflops_per_image=count_gflops(one_image),
-            tokens=tokens_through_blocks(model, one_image))
+            tokens=tokens_through_blocks(model.blocks, one_image))
 
-    times = interleaved_times(forwards, warmup, repeats)
+    def specs(folder: Path) -> Dict[str, Dict]:
+        weights, inputs = folder / 'weights.pth', folder / 'in.pth'
+        torch.save({key: value.float().cpu() for key, value in
+                    stock.state_dict().items()}, weights)
+        torch.save(images, inputs)
+        return {label: dict(model=model_name, token_reduction=setting,
+                            dtype=dtype, weights=str(weights),
+                            inputs=str(inputs))
+                for label, setting in settings.items()}
 
-    if dev.type == 'cuda':
-        for label, peak in cuda_peaks(forwards, resident, dev).items():
-            rows[label].update(peak)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            weights, inputs = Path(tmp) / 'weights.pth', Path(tmp) / 'in.pth'
-            torch.save({key: value.float().cpu() for key, value in
-                        stock.state_dict().items()}, weights)
-            torch.save(images, inputs)
-            for label, setting in settings.items():
-                rows[label].update(_peak_memory_fresh_process(dict(
-                    model=model_name, token_reduction=setting, dtype=dtype,
-                    weights=str(weights), inputs=str(inputs))))
-
-    base_times = times[STOCK]
+    run = side_by_side(forwards, warmup, repeats, dev, MemoryProbe(
+        'mmtokred.timm.compare:probe_forward', specs, resident))
     base = rows[STOCK]
     for label, row in rows.items():
-        seconds = statistics.median(times[label])
+        row.update(run.figures(label))
+        seconds = row.pop('seconds_per_turn')
         row.update(
-            seconds_per_repeat=times[label],
-            seconds_per_batch=seconds,
-            images_per_s=batch_size / seconds,
-            spread=spread(times[label]) or 0.,
+            seconds_per_repeat=seconds,
+            images_per_s=batch_size / row['seconds_per_batch'],
             # two FLOPs per multiply-accumulate, as peaks count
-            gflops_per_s=2 * row['gflops_per_image'] * batch_size / seconds)
-    for label, row in rows.items():
-        paired = [b / t for b, t in zip(base_times, times[label])]
-        row.update(
+            gflops_per_s=2 * row['gflops_per_image'] * batch_size /
+            row['seconds_per_batch'],
             flops_ratio_vs_timm=row['gflops_per_image'] /
             base['gflops_per_image'],
-            speedup_vs_timm=base['seconds_per_batch'] /
-            row['seconds_per_batch'],
-            speedup_range=[min(paired), max(paired)],
-            peak_mem_ratio_vs_timm=row['activation_mib'] /
-            base['activation_mib'])
+            speedup_vs_timm=run.speedup(label, STOCK),
+            speedup_range=list(run.speedup_range(label, STOCK)),
+            peak_mem_ratio_vs_timm=run.memory_ratio(label, STOCK))
     return dict(
         model=model_name,
         weights=('pretrained' if pretrained else checkpoint or
@@ -326,7 +248,7 @@ def compare_timm(model_name: str,
         rows=rows,
         limits=machine_limits(
             {dtype: DTYPES[dtype]}, dev,
-            batch_size * rows[STOCK]['tokens'][0], stock.embed_dim),
+            batch_size * base['tokens'][0], stock.embed_dim),
     )
 
 
@@ -491,7 +413,3 @@ def format_evaluation(result: Dict) -> str:
         f"top-{k} {result['top5_diff']:+.2f}",
         f"agreement of top-1 predictions: {result['agreement']:.2f}%",
     ])
-
-
-if __name__ == '__main__':
-    print(json.dumps(_probe(json.loads(sys.argv[1]))))

@@ -8,10 +8,24 @@ from ..ops import (KEEP_MEAN, activation_norm_importance,
                    attention_sharpness_importance, pooled_query_importance,
                    random_importance, received_attention_importance)
 from ..ops.checks import check_block_counts, check_choice, check_int
-from .reducers import AttentionInputs, BlockReducer
+from .base import AttentionInputs, BlockReducer
+from .costs import Widths
 
-#: name -> score(x, attn, seed): ``(B, N)`` importances summing to 1. See
-#: :mod:`mmtokred.ops.importance`.
+
+def class_token_importance(x: Tensor, attn: AttentionInputs,
+                           seed: int) -> Tensor:
+    """PPT's importance ``(B, N)``: the class token's attention summed over
+    heads times the norm of each token's value over all heads together
+    (xjwu1024/PPT ppt_deit.py, ``PPTAttention.score_assignment_step``);
+    normalised over the patch tokens by :meth:`ImportanceReducer.score`."""
+    B, H, N, D = attn.v.shape
+    value_norm = attn.v.float().transpose(1, 2).reshape(B, N, H * D).norm(
+        dim=-1)
+    return attn.class_attention().sum(1) * value_norm
+
+
+#: name -> score(x, attn, seed): ``(B, N)`` importances of every token (see
+#: :mod:`mmtokred.ops.importance`; all but 'class_token' sum to 1).
 IMPORTANCE: Dict[str, Callable[[Tensor, AttentionInputs, int], Tensor]] = {
     'received': lambda x, a, seed: received_attention_importance(
         a.q, a.k, a.v, a.scale, a.key_bias),
@@ -21,6 +35,20 @@ IMPORTANCE: Dict[str, Callable[[Tensor, AttentionInputs, int], Tensor]] = {
     'sharpness': lambda x, a, seed: attention_sharpness_importance(
         a.q, a.k, a.scale, a.key_bias),
     'random': lambda x, a, seed: random_importance(x, seed),
+    'class_token': class_token_importance,
+}
+#: Scores that read a class token (token 0): only for models that have one.
+NEEDS_CLASS_TOKEN = ('class_token', )
+#: name -> macs(tokens, widths): the products of each score: the attention
+#: matrix again ('received', 'sharpness'), one query's row ('pooled_query',
+#: 'class_token'), or none.
+IMPORTANCE_MACS: Dict[str, Callable[[int, Widths], int]] = {
+    'received': lambda n, w: w.heads * n * n * w.head,
+    'sharpness': lambda n, w: w.heads * n * n * w.head,
+    'pooled_query': lambda n, w: w.heads * n * w.head,
+    'class_token': lambda n, w: w.heads * n * w.head,
+    'norm': lambda n, w: 0,
+    'random': lambda n, w: 0,
 }
 
 
@@ -62,7 +90,8 @@ class SelectedBlocksReducer(BlockReducer):
     def requested(self, block_index: int) -> int:
         return self.removals.get(block_index, 0)
 
-    def bind(self, depth: int) -> None:
+    def bind(self, depth: int, prefix: int = 0) -> None:
+        super().bind(depth, prefix)
         outside = [b for b in self.removals if b >= depth]
         if outside:
             name = type(self).__name__
@@ -104,8 +133,25 @@ class ImportanceReducer(SelectedBlocksReducer):
         self.keep_mean = keep_mean
         self.seed = seed
 
+    def bind(self, depth: int, prefix: int = 0) -> None:
+        if self.importance in NEEDS_CLASS_TOKEN and prefix < 1:
+            others = tuple(n for n in IMPORTANCE if n not in NEEDS_CLASS_TOKEN)
+            raise ValueError(
+                f'{type(self).__name__} importance={self.importance!r} '
+                "reads the class token's attention: the model has no class "
+                f'token; choose one of {others}')
+        super().bind(depth, prefix)
+
+    def importance_macs(self, tokens: int, widths: Widths) -> int:
+        """The products of :meth:`score` on ``tokens``."""
+        return IMPORTANCE_MACS[self.importance](tokens, widths)
+
     def score(self, x: Tensor, attn: AttentionInputs,
               block_index: int) -> Tensor:
-        """``(B, N)`` importance of the tokens ``x`` in block
-        ``block_index``."""
-        return IMPORTANCE[self.importance](x, attn, self.seed + block_index)
+        """``(B, N - prefix)`` importance of the tokens after the prefix in
+        block ``block_index``, summing to 1."""
+        score = IMPORTANCE[self.importance](x, attn, self.seed + block_index)
+        if not self.prefix and self.importance not in NEEDS_CLASS_TOKEN:
+            return score
+        score = score[:, self.prefix:]
+        return score / score.sum(1, keepdim=True).clamp(min=1e-12)

@@ -1,25 +1,32 @@
 """ToMe: bipartite soft matching inside every block."""
 from typing import List, Sequence, Tuple, Union
 
-from mmaction.registry import MODELS
 from torch import Tensor
 
 from ..ops import (SCHEDULES, TokenState, bipartite_soft_matching,
                    merge_schedule, merge_with_sizes)
 from ..ops.checks import check_choice, check_counts, check_int, is_int
-from .reducers import AttentionInputs, BlockReducer
+from . import costs
+from .base import AttentionInputs, BlockReducer
+from .costs import Widths
+from .registry import register
 
 
-@MODELS.register_module()
+@register
 class ToMe(BlockReducer):
-    """Merge ``r`` tokens per block by bipartite soft matching of the keys.
+    """Merge ``r`` tokens per block by bipartite soft matching of the keys,
+    as ToMe's official patches run it: the prefix tokens are protected
+    inside the alternating split, sizes are tracked.
 
     Args:
         r: tokens merged away per block, or a list with one count per block.
         schedule: with an int ``r``: 'constant', or 'decreasing' (2r in the
             first block down to 0 in the last, the same total).
-        protected: leading tokens never merged (VideoMAE has none).
+        protected: leading tokens after the prefix never merged (VideoMAE
+            has no prefix).
     """
+
+    supports_padding = True
 
     def __init__(self,
                  r: Union[int, Sequence[int]] = 0,
@@ -35,16 +42,21 @@ class ToMe(BlockReducer):
         self.protected = protected
         self.removals: List[int] = []  # per block, set by bind
 
-    def bind(self, depth: int) -> None:
+    def bind(self, depth: int, prefix: int = 0) -> None:
+        super().bind(depth, prefix)
         self.removals = merge_schedule(self.r, depth, self.schedule,
                                        field='ToMe r')
 
     def requested(self, block_index: int) -> int:
         return self.removals[block_index]
 
-    def capacity(self, block_index: int, tokens: int) -> int:
+    def patch_capacity(self, patches: int) -> int:
         # Only A tokens (every other unprotected token) merge away.
-        return max(tokens - self.protected, 0) // 2
+        return max(patches - self.protected, 0) // 2
+
+    def macs(self, tokens: int, removed: int,
+             widths: Widths) -> Tuple[int, bool]:
+        return costs.matching(tokens, widths.head), True
 
     def capacity_note(self) -> str:
         if not self.protected:
@@ -53,14 +65,9 @@ class ToMe(BlockReducer):
                 'leading tokens out of the matching; at most half of the '
                 'others merge away)')
 
-    supports_padding = True
-
-    def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
-                block_index: int) -> Tuple[Tensor, TokenState]:
+    def reduce(self, x: Tensor, attn: AttentionInputs, state: TokenState,
+               block_index: int, r: int) -> Tuple[Tensor, TokenState]:
         valid = state.size[..., 0] > 0 if state.padded else None
         merge, r = bipartite_soft_matching(
-            attn.metric, self.removal(block_index, x.shape[1]),
-            self.protected, valid)
-        if r == 0:
-            return x, state
+            attn.metric, r, self.prefix + self.protected, valid)
         return merge_with_sizes(merge, x, state)

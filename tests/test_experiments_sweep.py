@@ -7,15 +7,17 @@ import pytest
 from conftest import ROOT, TINY_CONFIG
 from matplotlib.colors import to_hex
 
-from mmtokred.benchmark.sweep import (COMPARE_TARGETS, METHODS, MOST_SERIES,
-                                      duration, pareto_figure, read_table,
-                                      series_styles, sweep, write_table)
+from mmtokred.console import duration
+from mmtokred.experiments.recipes import COMPARE_TARGETS, METHODS
+from mmtokred.experiments.sweep import (MOST_SERIES, pareto_figure,
+                                        read_table, series_styles, sweep,
+                                        write_table)
 
 
 def test_sweep_says_what_it_does_before_the_bar(video_data, tiny_checkpoint,
-                                                tmp_path, capsys):
+                                                capsys):
     rows = sweep(str(TINY_CONFIG), [tiny_checkpoint], ['nepam'],
-                 targets=[0.7], work_dir=str(tmp_path), repeats=1,
+                 targets=[0.7], repeats=1,
                  cfg_options={
                      'test_dataloader.dataset.ann_file':
                      video_data['ann_file'],
@@ -24,12 +26,12 @@ def test_sweep_says_what_it_does_before_the_bar(video_data, tiny_checkpoint,
     assert [r['method'] for r in rows] == ['dense', 'nepam']
     out = capsys.readouterr().out
     phases = [
-        r'bisecting 1 method x target points to their FLOPs \(counted on '
-        r'one view with random weights, no data\): about [\d.]+ (s|min)\n',
+        r'bisected 1 method x target points to their FLOPs \(counted from '
+        r'the shapes, no forward pass\) in [\d.]+ (s|min)\n',
         r'timing 2 reductions on batches of 8 random views: a warm-up pass, '
         r'then 1 timed pass taking turns\n',
         r'warm-up pass [\d.]+ (s|min): about [\d.]+ (s|min) to go\n',
-        r"decoding the 5 test clips once, through the config's test "
+        r"decoding the test clips once, through the config's test "
         r'pipeline\n',
         # Then mmengine's bar (to the sys.stdout of its import: not
         # captured here).

@@ -12,11 +12,12 @@ same dtype, with the product that dominates a ViT's work (the MLP's first
 layer: tokens x width @ width x 4 width).
 """
 import statistics
-import time
 from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+
+from .forward import interleaved_times
 
 #: FLOPs per cycle and core, by the best unit a flag names.
 FLOPS_PER_CYCLE = {
@@ -93,16 +94,14 @@ def achievable_rate(dtype: torch.dtype, device: torch.device, rows: int,
     weight = torch.randn(4 * width, width, generator=generator).to(
         device, dtype)
 
-    def product() -> float:
-        start = time.perf_counter()
+    def product() -> None:
         with torch.inference_mode():
             F.linear(x, weight)
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
-        return time.perf_counter() - start
 
-    product()
-    seconds = statistics.median(product() for _ in range(repeats))
+    seconds = statistics.median(
+        interleaved_times({'product': product}, 1, repeats)['product'])
     return dict(gflops=2 * rows * width * 4 * width / seconds / 1e9,
                 shape=[rows, width, 4 * width])
 

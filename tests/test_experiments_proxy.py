@@ -133,6 +133,7 @@ def data_options(paths):
     return options
 
 
+@pytest.mark.slow
 def test_train_then_sweep(actions, tmp_path):
     _, paths = actions
     run_tool([
@@ -258,6 +259,7 @@ def test_visualize_tokens_tool(actions, tmp_path):
     assert gif.n_frames == 8
 
 
+@pytest.mark.slow
 def test_dist_train_runs_two_processes(actions, tmp_path):
     _, paths = actions
     result = run_tool([
@@ -273,7 +275,8 @@ def test_dist_train_runs_two_processes(actions, tmp_path):
 def test_object_retention_is_exact_on_a_hand_made_clip(tmp_path):
     from mmtokred.data.synthetic_videos import _write_mp4
     from mmtokred.ops import random_importance
-    from mmtokred.benchmark.sweep import TestSet
+    from mmtokred.experiments.clips import Clips, recogniser
+    from mmtokred.experiments.sweep import actor_masks, evaluate
 
     frames = np.random.default_rng(0).integers(0, 256, (32, 64, 64, 3),
                                                dtype=np.uint8)
@@ -289,23 +292,24 @@ def test_object_retention_is_exact_on_a_hand_made_clip(tmp_path):
     cfg.test_dataloader.dataset.data_prefix.video = str(tmp_path / 'videos')
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
-    test_set = TestSet(cfg, str(tmp_path / 'work'))
-    assert test_set.evaluate(None)['retention'] == 1
+    clips, model = Clips(cfg), recogniser(cfg)
+    masks = actor_masks(cfg, clips)
+    assert evaluate(model, clips, None, masks)['retention'] == 1
     # Random-score pruning keeps a known set of positions: the 56 of 256
     # with the highest hash of (seed 0 + block 0, position).
     kept = random_importance(torch.zeros(1, 256, 1), 0).topk(56).indices[0]
     held = np.zeros(256, bool)
     held[kept.numpy()] = True
     expected = (held & actor.reshape(-1)).sum() / actor.sum()
-    result = test_set.evaluate(dict(blocks=dict(
+    result = evaluate(model, clips, dict(blocks=dict(
         type='TokenPruning', blocks=(0, ), r=200, importance='random',
-        keep_mean='drop')))
+        keep_mean='drop')), masks)
     assert result['retention'] == pytest.approx(expected, abs=1e-12)
     assert 0 < expected < 1
 
 
 def test_sweep_method_specs():
-    from mmtokred.benchmark.sweep import Grid, resolve
+    from mmtokred.experiments.recipes import Grid, resolve
     grid = Grid(tokens=256, depth=8)
     reduction = resolve("ppt:threshold=1.5,keep_mean='fuse'").make(0.5, grid)
     assert reduction['blocks']['threshold'] == 1.5

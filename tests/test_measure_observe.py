@@ -4,7 +4,7 @@ import pytest
 import torch
 from mmaction.registry import MODELS
 
-from mmtokred.benchmark.observe import ModuleTimer, TokenRecorder
+from mmtokred.measure.observe import ModuleTimer, TokenRecorder
 
 SMALL = dict(type='TokenReductionVisionTransformer', img_size=64,
              patch_size=16, embed_dims=48, depth=4, num_heads=4, num_frames=8)
@@ -23,10 +23,9 @@ def clips(batch=3):
     return video
 
 
-# Branch counts of the seeded model and clips, as printed by the reducers
-# before the counts moved onto the device (main at 00e859f): the decisions
-# must not change with how they are counted.
-BRANCHES_BEFORE = [
+# Branch counts of the seeded model and clips, pinned: how the reducers
+# count (on the device) must not change what they decide.
+PINNED_BRANCHES = [
     (dict(type='PPT', blocks=(1, 2), r=(10, 8)), {'pool': 6, 'prune': 0}),
     (dict(type='PPT', blocks=(1, ), r=40, importance='sharpness',
           threshold=0.), {'pool': 0, 'prune': 3}),
@@ -37,7 +36,7 @@ BRANCHES_BEFORE = [
 ]
 
 
-@pytest.mark.parametrize('blocks, counts', BRANCHES_BEFORE)
+@pytest.mark.parametrize('blocks, counts', PINNED_BRANCHES)
 def test_branch_counts_equal_those_before_the_change(blocks, counts):
     model = build(dict(blocks=blocks))
     with torch.no_grad():

@@ -2,37 +2,43 @@
 import math
 from typing import Optional, Sequence, Tuple
 
-from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from ..ops import (DISTANCES, POSITIONS, REPRESENTATIVES, TokenState,
                    neighbour_merge)
 from ..ops.checks import (check_choice, check_int, check_number,
                           check_window_fits, is_int)
-from .reducers import InputReducer, grid_of
+from .base import InputReducer, embed, grid_of, projection_weight
+from .costs import Widths
+from .registry import register
 
 
-@MODELS.register_module()
+@register
 class NEPAM(InputReducer):
-    """Merge the most uniform windows of neighbouring tubelets into one token.
+    """Merge the most uniform windows of neighbouring patches into one token.
 
-    Windows of ``window = (t, h, w)`` tubelets tile the ``(T', H', W')``
-    grid (tubelets the window does not divide stay unmerged); each window is
-    scored by the mean distance of its tubelets' pixels to its first one, and
-    the most uniform windows become one token each. Only surviving tubelets
-    are projected. Give exactly one budget:
+    Windows of ``window = (t, h, w)`` tubelets (images: ``(h, w)``
+    patches) tile the token grid (patches the window does not divide stay
+    unmerged); each window is scored by the mean distance of its patches'
+    pixels to its first one, and the most uniform windows become one token
+    each. Only surviving patches are projected. Give exactly one budget:
 
     Args:
-        window: tubelets per window along (time, height, width).
+        window: patches per window along (time, height, width), or along
+            (height, width) with one frame.
         ratio: merge this fraction of the windows, in [0, 1].
         num_windows: merge this many windows.
         threshold: merge every window scoring under it (token counts then
             differ between clips: the batch is padded and padding masked).
-        distance: 'l1', 'l2' or 'cosine' over normalised pixels.
-        representative: 'keep1' keeps the first tubelet of a merged window,
+        distance: 'l1', 'l2' or 'cosine' over normalised pixels (NEPAM's
+            official 'manhattan', 'euclidean' and 'cosine'; cosine is its
+            ``CosSim``, minus the cosine similarity).
+        representative: 'keep1' keeps patch ``keep`` of a merged window,
             'avg' averages the window's pixels.
         position: position embedding of a merged token, 'representative' or
             'average' over the window.
+        keep: which patch of a window (in (t, h, w) order) stands for it
+            (the official DeiT-S setting keeps the second of 1x2).
     """
 
     def __init__(self,
@@ -42,12 +48,15 @@ class NEPAM(InputReducer):
                  threshold: Optional[float] = None,
                  distance: str = 'l1',
                  representative: str = 'keep1',
-                 position: str = 'representative') -> None:
+                 position: str = 'representative',
+                 keep: int = 0) -> None:
         super().__init__()
-        if not isinstance(window, (list, tuple)) or len(window) != 3 or \
+        if not isinstance(window, (list, tuple)) or \
+                len(window) not in (2, 3) or \
                 not all(is_int(s) and s >= 1 for s in window):
             raise ValueError('NEPAM window must be 3 positive integers '
-                             f'(t, h, w), got {window!r}')
+                             '(t, h, w), or 2 (h, w) for one frame, got '
+                             f'{window!r}')
         budgets = [b for b in (ratio, num_windows, threshold) if b is not None]
         if len(budgets) != 1:
             raise ValueError('NEPAM needs exactly one of ratio, num_windows '
@@ -62,10 +71,12 @@ class NEPAM(InputReducer):
         if num_windows is not None:
             check_int('NEPAM num_windows', num_windows)
         if threshold is not None:
-            # Cosine distances (1 - cosine) may be negative; l1, l2 not.
+            # Cosine distances (minus the cosine) may be negative; l1, l2
+            # not.
             check_number(f'NEPAM threshold (for {distance} distances)',
-                         threshold, -1 if distance.startswith('cosine') else 0)
-        self.window = tuple(window)
+                         threshold, -1 if distance == 'cosine' else 0)
+        self.window = tuple(window) if len(window) == 3 else (1, *window)
+        check_int('NEPAM keep', keep, 0, math.prod(self.window) - 1)
         self.may_pad = threshold is not None
         self.ratio = ratio
         self.num_windows = num_windows
@@ -73,6 +84,7 @@ class NEPAM(InputReducer):
         self.distance = distance
         self.representative = representative
         self.position = position
+        self.keep = keep
 
     def merged_windows(self, grid: Sequence[int]) -> Optional[int]:
         """Windows merged per clip on ``grid`` (None in threshold mode)."""
@@ -93,17 +105,29 @@ class NEPAM(InputReducer):
 
     def tokens_out(self, grid: Sequence[int]) -> int:
         merged = self.merged_windows(grid)
-        volume = self.window[0] * self.window[1] * self.window[2]
-        return math.prod(grid) - (merged or 0) * (volume - 1)
+        return math.prod(grid) - (merged or 0) * (math.prod(self.window) - 1)
 
-    def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
+    def macs(self, grid: Sequence[int], tokens: int, track_source: bool,
+             widths: Widths) -> Tuple[int, int, bool]:
+        # Only the surviving patches are projected; the window distances
+        # are elementwise.
+        if self.threshold is not None:
+            raise ValueError('NEPAM in threshold mode keeps as many tokens '
+                             'as each clip allows: its FLOPs depend on the '
+                             'clip; count a forward pass with count_gflops')
+        return tokens, 0, self.merged_windows(grid) > 0 or track_source
+
+    def forward(self, pixels: Tensor, projection: nn.Module,
+                pos_embed: Tensor,
                 track_source: bool) -> Tuple[Tensor, TokenState]:
-        num_merged = self.merged_windows(grid_of(video, projection))
+        grid = grid_of(pixels, projection)
+        num_merged = self.merged_windows(grid)
+        pos_embed = pos_embed[:, -math.prod(grid):]
         if num_merged == 0 and not track_source:
             # Nothing to merge: the dense path, bit for bit.
-            tokens = projection(video).flatten(2).transpose(1, 2)
-            return tokens + pos_embed, TokenState()
+            return embed(pixels, projection) + pos_embed, TokenState()
         return neighbour_merge(
-            video, projection.weight, projection.bias, pos_embed,
-            self.window, num_merged, self.threshold, self.distance,
-            self.representative, self.position, track_source)
+            pixels, projection_weight(projection), projection.bias,
+            pos_embed, self.window, num_merged, self.threshold,
+            self.distance, self.representative, self.position, track_source,
+            self.keep)

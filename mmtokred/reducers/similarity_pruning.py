@@ -3,12 +3,14 @@ import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from ..ops import TokenState, prune, similarity_prune_index
 from ..ops.checks import check_choice, check_cosine, check_number
-from .reducers import AttentionInputs, InputReducer, grid_of
+from . import costs
+from .base import AttentionInputs, InputReducer, embed, grid_of
+from .costs import Widths
+from .registry import register
 from .selected_blocks import (EVERY_BLOCK, HALF_FLOPS,
                               SelectedBlocksReducer)
 
@@ -23,7 +25,7 @@ def _check(name: str, threshold: Optional[float], keep_mean: str) -> None:
     check_choice(f'{name} keep_mean', keep_mean, KEEP_MEAN)
 
 
-@MODELS.register_module()
+@register
 class PatchSimilarityPruning(InputReducer):
     """Prune the most redundant patches right after the patch projection.
 
@@ -67,16 +69,28 @@ class PatchSimilarityPruning(InputReducer):
                 f'ratio under {(n - 0.5) / n:.4f}')
         return n - pruned
 
-    def forward(self, video: Tensor, projection: nn.Conv3d, pos_embed: Tensor,
+    def macs(self, grid: Sequence[int], tokens: int, track_source: bool,
+             widths: Widths) -> Tuple[int, int, bool]:
+        # Every patch is projected; where some are pruned, the embeddings'
+        # similarities, then 'nearest'.
+        n = math.prod(grid)
+        if tokens == n:
+            return n, 0, False
+        return n, (costs.similarities(n, widths.embed)
+                   + costs.nearest(self.keep_mean, n, n - tokens,
+                                   widths.embed)), self.keep_mean == 'nearest'
+
+    def forward(self, pixels: Tensor, projection: nn.Module,
+                pos_embed: Tensor,
                 track_source: bool) -> Tuple[Tensor, TokenState]:
-        embeddings = projection(video).flatten(2).transpose(1, 2)
-        tokens = embeddings + pos_embed
+        embeddings = embed(pixels, projection)
+        tokens = embeddings + pos_embed[:, -embeddings.shape[1]:]
         batch, n, _ = tokens.shape
         state = TokenState()
         if track_source:
             state.source = torch.eye(n, device=tokens.device,
                                      dtype=tokens.dtype).expand(batch, -1, -1)
-        r = n - self.tokens_out(grid_of(video, projection))
+        r = n - self.tokens_out(grid_of(pixels, projection))
         if r == 0:
             return tokens, state
         # Similarity of content: the embeddings without position.
@@ -86,10 +100,10 @@ class PatchSimilarityPruning(InputReducer):
         return prune(tokens, state, order, n - r, self.keep_mean, embeddings)
 
 
-@MODELS.register_module()
+@register
 class SimilarityPruning(SelectedBlocksReducer):
     """Patch-similarity pruning in chosen blocks (progressive), on the
-    tokens after the attention residual.
+    tokens after the attention residual (the prefix never pruned).
 
     Args:
         blocks: indices of the blocks that prune (from 0).
@@ -109,14 +123,19 @@ class SimilarityPruning(SelectedBlocksReducer):
         self.threshold = threshold
         self.keep_mean = keep_mean
 
-    def capacity(self, block_index: int, tokens: int) -> int:
-        return max(tokens - 1, 0)  # the least redundant token stays
+    def patch_capacity(self, patches: int) -> int:
+        return patches - 1  # the least redundant token stays
 
-    def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
-                block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1])
-        if r == 0:
-            return x, state
+    def macs(self, tokens: int, removed: int,
+             widths: Widths) -> Tuple[int, bool]:
+        return (costs.similarities(tokens, widths.embed)
+                + costs.nearest(self.keep_mean, tokens, removed,
+                                widths.embed)), self.keep_mean != 'drop'
+
+    def reduce(self, x: Tensor, attn: AttentionInputs, state: TokenState,
+               block_index: int, r: int) -> Tuple[Tensor, TokenState]:
+        x, state, join = self.without_prefix(x, state)
         order, fallbacks = similarity_prune_index(x, r, self.threshold)
         self.count('fallback', fallbacks.sum())
-        return prune(x, state, order, x.shape[1] - r, self.keep_mean, x)
+        return join(*prune(x, state, order, x.shape[1] - r, self.keep_mean,
+                           x))

@@ -5,7 +5,7 @@ list, ``torch.arange`` without a device, a scalar tensor from the host)
 would be a device error or a blocking host-to-device copy on a GPU; a value
 read back to the host (``.item()``, ``bool()``, ``int()``) fails on meta.
 (A Python list used as an index becomes a meta tensor directly, unseen:
-``tests/test_cuda.py``'s sync check catches that one on a GPU.)"""
+``tests/test_backbone_cuda.py``'s sync check catches that one on a GPU.)"""
 import pytest
 import torch
 

@@ -251,7 +251,7 @@ def test_init_checkpoint_errors_still_show(tmp_path):
 
 
 def test_sweep_timings_take_turns():
-    from mmtokred.benchmark.forward import interleaved_times, spread
+    from mmtokred.measure.forward import interleaved_times, spread
     calls = []
     forwards = {name: (lambda name=name: calls.append(name))
                 for name in ('dense', 'a', 'b')}
@@ -270,7 +270,7 @@ def _row(method, speedup, noisy, spread):
 
 
 def test_sweep_table_marks_noisy_rows():
-    from mmtokred.benchmark.sweep import format_table
+    from mmtokred.experiments.sweep import format_table
     table = format_table([_row('dense', 1., False, 0.05),
                           _row('nepam', 1.5, True, 0.4)])
     lines = table.splitlines()

@@ -5,8 +5,9 @@ data set of the config, through the config's one-view validation pipeline)
 and its class distributions are kept. The search then looks for the schedule
 whose distributions stay closest to them: the least mean KL divergence
 KL(dense || reduced) over the clips, agreement of the top class as the
-tie-break, among schedules whose FLOPs ratio (counted as
-``tools/benchmark.py`` counts, on one view) is at most the target.
+tie-break, among schedules whose FLOPs ratio (what ``tools/benchmark.py``
+counts for one view, here from the shapes:
+:class:`~mmtokred.measure.flops.ShapeFlops`) is at most the target.
 
 A schedule is a shape and an amount. The amount (how much the method
 removes, as in ``tools/sweep.py``: NEPAM's ratio for NEPAM alone, else the
@@ -49,7 +50,6 @@ every process evaluates its share of the batches (batch ``j`` on rank
 ``j % world``) and the per-clip figures are gathered, so every process
 takes the same decisions.
 """
-import copy
 import inspect
 import json
 import math
@@ -59,32 +59,23 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from mmaction.registry import DATASETS, MODELS
+from mmaction.registry import MODELS
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
-from mmengine.dist import all_gather_object, get_dist_info
-from mmengine.runner import load_checkpoint
-from torch import Tensor, nn
+from mmengine.dist import get_dist_info
+from torch import Tensor
 
-from .models.selected_blocks import every_block
-from .benchmark.observe import TokenRecorder
-from .benchmark.sweep import NEPAM_DEFAULT, Costs, duration, stage_counts
+from ..console import duration
+from ..measure.flops import ShapeFlops
+from .clips import Clips, recogniser
+from .recipes import (BLOCK_REDUCERS, NEPAM_DEFAULT, THRESHOLD_MOVES,
+                      every_block, half, least_knob, spend, stage_counts,
+                      tome_r)
 
-#: The block-stage reducers a method may name, by the method's name.
-BLOCK_REDUCERS = {'tome': 'ToMe', 'ppt': 'PPT', 'jmp': 'JMP',
-                  'prune': 'TokenPruning', 'progressive': 'SimilarityPruning'}
 #: Methods: NEPAM, a block reducer, or NEPAM followed by one.
 METHODS = ('nepam', *BLOCK_REDUCERS,
            *(f'nepam+{name}' for name in BLOCK_REDUCERS))
 #: NEPAM windows the search chooses from (t, h, w).
 WINDOWS = ((1, 2, 2), (1, 1, 2), (2, 2, 2), (2, 1, 1))
-#: Block reducers whose threshold the search tunes: the moves from a value.
-THRESHOLD_MOVES = {
-    'PPT': lambda t: (2 * t, t / 2),  # the statistic's scale: factors
-    'JMP': lambda t: tuple(v for v in (t + 0.25, t - 0.25)
-                           if -1 <= v <= 1),  # a cosine similarity
-}
 TILT_STEP = 0.25
 MAX_TILT = 2.
 RATIO_STEP = 0.05
@@ -93,7 +84,6 @@ SCALES = (1., 0.5)
 MAX_ROUNDS = 20
 #: How many standard errors a move must lower the mean KL by.
 SIGNIFICANCE = 1.
-SPLITS = ('train', 'val', 'test')
 
 
 @dataclass(frozen=True)
@@ -202,19 +192,14 @@ class SearchSpace:
         for ``amount`` weighted by the tilt, each cut to what the block can
         spend when ``first_tokens`` enter the first block."""
         n = len(self.blocks)
-        if self.reducer == 'ToMe':  # as tools/sweep.py: r of the tokens / 2
-            base = [int(amount * first_tokens / 2)] * n
-        else:
-            base = stage_counts(first_tokens, n, amount)
+        tome = self.reducer == 'ToMe'
+        base = [tome_r(first_tokens, amount)] * n if tome else \
+            stage_counts(first_tokens, n, amount)
         positions = np.linspace(1, -1, n) if n > 1 else np.zeros(1)
-        tokens, counts = first_tokens, []
-        for count, x in zip(base, positions):
-            count = round(count * max(0., 1 + shape.tilt * x))
-            most = tokens // 2 if self.reducer == 'ToMe' else max(
-                tokens - min_tokens, 0)
-            counts.append(min(count, most))
-            tokens -= counts[-1]
-        return counts
+        weighted = [round(count * max(0., 1 + shape.tilt * x))
+                    for count, x in zip(base, positions)]
+        return spend(weighted, first_tokens, half if tome else
+                     lambda tokens: max(tokens - min_tokens, 0))
 
     def token_reduction(self, shape: Shape, amount: float,
                         first_tokens: int,
@@ -241,64 +226,6 @@ class SearchSpace:
         return reduction
 
 
-class CalibrationClips:
-    """Seeded calibration clips of one of the config's data sets, through
-    its validation pipeline, decoded once; this process keeps its share of
-    the batches."""
-
-    def __init__(self, cfg: Config, split: str = 'train',
-                 num_clips: int = 256, seed: int = 0,
-                 batch_size: Optional[int] = None,
-                 pipeline: str = 'val') -> None:
-        if split not in SPLITS:
-            raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
-        if pipeline not in SPLITS:
-            raise ValueError(f'pipeline must be one of {SPLITS}, got '
-                             f'{pipeline!r}')
-        if not isinstance(num_clips, int) or num_clips < 1:
-            raise ValueError(f'clips must be a positive integer, got '
-                             f'{num_clips!r}')
-        dataset_cfg = copy.deepcopy(cfg[f'{split}_dataloader'].dataset)
-        dataset_cfg.pipeline = copy.deepcopy(
-            cfg[f'{pipeline}_dataloader'].dataset.pipeline)
-        dataset_cfg.test_mode = True
-        dataset_cfg.pop('indices', None)
-        dataset = DATASETS.build(dataset_cfg)
-        self.source = str(dataset_cfg.get('ann_file'))
-        if len(dataset) == 0:
-            raise ValueError(f'the {split} data set ({self.source}) is empty')
-        count = min(num_clips, len(dataset))
-        order = np.random.default_rng(seed).permutation(len(dataset))
-        self.indices = sorted(int(i) for i in order[:count])
-        batch_size = batch_size or cfg[f'{pipeline}_dataloader'].get(
-            'batch_size', 8)
-        chunks = [self.indices[i:i + batch_size]
-                  for i in range(0, count, batch_size)]
-        rank, world = get_dist_info()
-        self.batches = [pseudo_collate([dataset[i] for i in chunk])
-                        for j, chunk in enumerate(chunks)
-                        if j % world == rank]
-        self.chunk_sizes = [len(c) for c in chunks]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def class_distributions(model: nn.Module, batches: Sequence[Dict]) -> Tensor:
-    """``(clips, classes)`` log-probabilities of the test loop's scores:
-    the head's averaged probabilities (``average_clips='prob'``), or the
-    softmax of its averaged scores."""
-    probabilities = getattr(model.cls_head, 'average_clips', None) == 'prob'
-    outputs = []
-    with torch.no_grad():
-        for batch in batches:
-            scores = torch.stack([s.pred_score.float()
-                                  for s in model.test_step(batch)])
-            outputs.append(scores.clamp_min(1e-12).log() if probabilities
-                           else scores.log_softmax(-1))
-    return torch.cat(outputs).cpu().double()
-
-
 class Calibrator:
     """Searches a method's schedule for a FLOPs target on one checkpoint.
 
@@ -312,58 +239,33 @@ class Calibrator:
     """
 
     def __init__(self, cfg: Config, checkpoint: str, space: SearchSpace,
-                 clips: CalibrationClips, min_tokens: int = 8,
+                 clips: Clips, min_tokens: int = 8,
                  device: Optional[str] = None) -> None:
         self.space = space
         self.clips = clips
         self.min_tokens = min_tokens
-        device = torch.device(device or (
-            'cuda' if torch.cuda.is_available() else 'cpu'))
-        model_cfg = copy.deepcopy(cfg.model)
-        model_cfg.backbone.token_reduction = None
-        self.model = MODELS.build(model_cfg)
-        load_checkpoint(self.model, checkpoint, map_location='cpu',
-                        logger='silent')
-        self.model.to(device).eval()
-        self.costs = Costs(cfg)
-        self._first_tokens: Dict[Optional[str], int] = {}
-        self.dense = self._gather(class_distributions(self.model,
-                                                      clips.batches))
-
-    def _gather(self, local: Tensor) -> Tensor:
-        """Every clip's rows in the clips' order, from every process."""
-        parts = all_gather_object(local)
-        _, world = get_dist_info()
-        rows, offsets = [], [0] * world
-        for j, size in enumerate(self.clips.chunk_sizes):
-            rank = j % world
-            rows.append(parts[rank][offsets[rank]:offsets[rank] + size])
-            offsets[rank] += size
-        return torch.cat(rows)
+        self.model = recogniser(cfg, checkpoint, device)
+        self.flops = ShapeFlops(cfg.model)
+        self.dense = clips.class_distributions(self.model)
 
     def reduction(self, shape: Shape, amount: float) -> Optional[Dict]:
         """``shape`` at ``amount`` as a ``token_reduction``."""
         stage = self.space.input_stage(shape, amount)
-        key = repr(stage)
-        if key not in self._first_tokens:  # tokens entering block 0
-            with TokenRecorder(self.costs.model.backbone) as recorder:
-                self.costs.gflops(None if stage is None else dict(
-                    input=stage))
-            self._first_tokens[key] = recorder.tokens_per_block[0]
-        return self.space.token_reduction(shape, amount,
-                                          self._first_tokens[key],
+        first_tokens = self.flops.tokens(
+            None if stage is None else dict(input=stage))[0]
+        return self.space.token_reduction(shape, amount, first_tokens,
                                           self.min_tokens)
 
     def flops_ratio(self, reduction: Optional[Dict]) -> float:
-        """Counted on one view with random weights."""
-        return self.costs.gflops(reduction) / self.costs.dense
+        """Of one view, counted from the shapes."""
+        return self.flops.gflops(reduction) / self.flops.dense
 
     def at_target(self, shape: Shape, move: str,
                   target: float) -> Optional[Candidate]:
         """``shape`` with the least amount whose FLOPs ratio is at most
         ``target`` (None if even the most stays above it)."""
-        amount = self.costs.knob_for(lambda a: self.reduction(shape, a),
-                                     target)
+        amount = least_knob(
+            lambda a: self.flops_ratio(self.reduction(shape, a)), target)
         if amount is None:
             return None
         reduction = self.reduction(shape, amount)
@@ -375,8 +277,7 @@ class Calibrator:
         backbone = self.model.backbone
         backbone.set_token_reduction(candidate.reduction)
         try:
-            reduced = self._gather(class_distributions(self.model,
-                                                       self.clips.batches))
+            reduced = self.clips.class_distributions(self.model)
         finally:
             backbone.set_token_reduction(None)
         candidate.kls = (self.dense.exp() * (self.dense - reduced)).sum(-1)

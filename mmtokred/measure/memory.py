@@ -7,17 +7,20 @@ the process's peak resident set (VmHWM, reset through /proc/self/clear_refs
 just before the forward pass) in a fresh process whose allocator returns
 freed blocks to the system at once (MALLOC_MMAP_THRESHOLD_), so the peak
 seen is that of the forward pass and not of whatever ran before it.
+:class:`MemoryProbe` measures several forwards the one way or the other.
 """
 import gc
+import importlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict
 
 import torch
-
-from .forward import forward_fn, prepare
 
 #: Environment of a fresh process measuring a peak: glibc maps large blocks
 #: and trims at once, so the resident peak is the forward pass's own.
@@ -47,7 +50,8 @@ def peak_memory(forward: Callable[[], object],
         return dict(activation_mib=(peak - before) / 2**20,
                     total_mib=peak / 2**20)
     if not os.path.exists('/proc/self/clear_refs'):
-        raise RuntimeError('CPU peak memory needs Linux (/proc/self/clear_refs)')
+        raise RuntimeError('CPU peak memory needs Linux '
+                           '(/proc/self/clear_refs)')
     before = _status_kib('VmRSS')
     with open('/proc/self/clear_refs', 'w') as clear_refs:
         clear_refs.write('5')  # resets VmHWM to the current RSS
@@ -78,42 +82,56 @@ def cuda_peaks(forwards: Dict[str, Callable[[], object]],
     return peaks
 
 
-def peak_memory_fresh_process(spec: Dict) -> Dict[str, float]:
-    """:func:`peak_memory` of a variant in a fresh Python process.
+def peak_memory_fresh_process(builder: str, spec: Dict) -> Dict[str, float]:
+    """:func:`peak_memory` of a forward built in a fresh Python process.
 
-    ``spec`` holds ``config``, ``cfg_options``, ``variant``, ``weights`` and
-    ``inputs`` (files saved by the caller), ``amp``, ``dtype`` and
-    ``compile`` (as for :func:`~mmtokred.benchmark.forward.prepare`) and
-    ``attention_kernel`` (as for
-    :func:`mmtokred.ops.attention.set_cpu_kernel`).
+    ``builder`` names a function (``'module:function'``) that the process
+    calls with ``spec`` (JSON) to build the forward; one untimed call does
+    the one-time work (compilation, kernel caches, thread pools) before the
+    measured one.
     """
-    env = {**os.environ, **FRESH_ENV}
     result = subprocess.run(
-        [sys.executable, '-m', 'mmtokred.benchmark.memory',
+        [sys.executable, '-m', 'mmtokred.measure.memory', builder,
          json.dumps(spec)],
-        env=env, capture_output=True, text=True, check=False)
+        env={**os.environ, **FRESH_ENV}, capture_output=True, text=True,
+        check=False)
     if result.returncode != 0:
         raise RuntimeError('memory probe failed:\n' + result.stderr[-4000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _probe(spec: Dict) -> Dict[str, float]:
-    import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
-    from mmengine.config import Config
+@dataclass
+class MemoryProbe:
+    """How the peak memory of each of several forwards is measured: on CUDA
+    in this process (:func:`cuda_peaks`, ``resident``: the bytes each model
+    holds on the device, from :func:`allocated_bytes`), on CPU in a fresh
+    process per forward (:func:`peak_memory_fresh_process` with
+    ``builder``; ``specs(folder)`` saves the weights and inputs its specs
+    name under ``folder`` and returns the spec of each forward)."""
 
-    from ..ops.attention import set_cpu_kernel
-    from .variants import build_variant
-    set_cpu_kernel(spec['attention_kernel'])
-    cfg = Config.fromfile(spec['config'])
-    cfg.merge_from_dict(spec['cfg_options'] or {})
-    model = build_variant(cfg, spec['variant'])
-    model.load_state_dict(torch.load(spec['weights'], weights_only=True))
-    prepare(model, spec['dtype'], spec['compile'])
-    inputs = torch.load(spec['inputs'], weights_only=True)
-    forward = forward_fn(model, inputs, spec['amp'])
-    forward()  # one-time work (compilation, kernel caches, thread pools)
+    builder: str
+    specs: Callable[[Path], Dict[str, Dict]]
+    resident: Dict[str, int] = field(default_factory=dict)
+
+    def peaks(self, forwards: Dict[str, Callable[[], object]],
+              device: torch.device) -> Dict[str, Dict[str, float]]:
+        """``activation_mib`` and ``total_mib`` (:func:`peak_memory`) of
+        each forward."""
+        if device.type == 'cuda':
+            return cuda_peaks(forwards, self.resident, device)
+        with tempfile.TemporaryDirectory() as folder:
+            specs = self.specs(Path(folder))
+            return {name: peak_memory_fresh_process(self.builder,
+                                                    specs[name])
+                    for name in forwards}
+
+
+def _probe(builder: str, spec: Dict) -> Dict[str, float]:
+    module, _, function = builder.partition(':')
+    forward = getattr(importlib.import_module(module), function)(spec)
+    forward()  # one-time work, not the forward pass's own
     return peak_memory(forward, torch.device('cpu'))
 
 
 if __name__ == '__main__':
-    print(json.dumps(_probe(json.loads(sys.argv[1]))))
+    print(json.dumps(_probe(sys.argv[1], json.loads(sys.argv[2]))))

@@ -1,12 +1,12 @@
 """The CPU attention kernels side by side at one shape: what the choice of
 :func:`mmtokred.ops.attention.cpu_kernel` is worth on this machine."""
 import statistics
-import time
-from typing import Dict, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 
 from ..ops.attention import attention, cpu_kernel_set_to
+from .forward import interleaved_times
 
 
 def attention_kernel_ms(shape: Sequence[int], dtype: torch.dtype,
@@ -20,14 +20,15 @@ def attention_kernel_ms(shape: Sequence[int], dtype: torch.dtype,
     qkv = torch.randn(batch, tokens, 3, heads, dim,
                       generator=torch.Generator().manual_seed(0)).to(dtype)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    times: Dict[str, list] = {'fused': [], 'blocked': []}
-    with torch.inference_mode():
-        for turn in range(repeats + 1):
-            for kernel, spent in times.items():
-                with cpu_kernel_set_to(kernel):
-                    start = time.perf_counter()
-                    attention(q, k, v, dim**-0.5)
-                    if turn:  # the first turn warms up
-                        spent.append(time.perf_counter() - start)
+
+    def call(kernel: str) -> Callable[[], None]:
+        def run() -> None:
+            with cpu_kernel_set_to(kernel), torch.inference_mode():
+                attention(q, k, v, dim**-0.5)
+        return run
+
+    times = interleaved_times({kernel: call(kernel)
+                               for kernel in ('fused', 'blocked')},
+                              1, repeats)
     return {kernel: 1000 * statistics.median(spent)
             for kernel, spent in times.items()}

@@ -1,15 +1,17 @@
 """Importance pruning in chosen blocks (EViT's recipe, for a mean readout)."""
 from typing import Sequence, Tuple, Union
 
-from mmaction.registry import MODELS
 from torch import Tensor
 
 from ..ops import TokenState, prune
-from .reducers import AttentionInputs
+from . import costs
+from .base import AttentionInputs
+from .costs import Widths
+from .registry import register
 from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer
 
 
-@MODELS.register_module()
+@register
 class TokenPruning(ImportanceReducer):
     """Remove the ``r`` least important tokens in each chosen block.
 
@@ -20,8 +22,9 @@ class TokenPruning(ImportanceReducer):
         blocks: indices of the blocks that prune (from 0); EViT's and PPT's
             3, 6, 9 of 12.
         r: tokens removed in each of them, or one count per block.
-        importance: 'received', 'pooled_query', 'norm', 'sharpness' or
-            'random' (see :mod:`mmtokred.ops.importance`).
+        importance: 'received', 'pooled_query', 'norm', 'sharpness',
+            'random' (see :mod:`mmtokred.ops.importance`) or 'class_token'
+            (PPT's, for models with a class token).
         keep_mean: 'drop', 'fuse' (EViT's fused token, size-weighted) or
             'nearest' (each into its most similar kept token).
         seed: of the 'random' score.
@@ -35,16 +38,21 @@ class TokenPruning(ImportanceReducer):
                  seed: int = 0) -> None:
         super().__init__(blocks, r, importance, keep_mean, seed)
 
-    def capacity(self, block_index: int, tokens: int) -> int:
+    def patch_capacity(self, patches: int) -> int:
         # One token stays, and with 'fuse' the fused one beside it.
-        return max(tokens - (2 if self.keep_mean == 'fuse' else 1), 0)
+        return patches - (2 if self.keep_mean == 'fuse' else 1)
 
-    def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
-                block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1])
-        if r == 0:
-            return x, state
+    def macs(self, tokens: int, removed: int,
+             widths: Widths) -> Tuple[int, bool]:
+        return (self.importance_macs(tokens, widths)
+                + costs.nearest(self.keep_mean, tokens, removed,
+                                widths.head)), self.keep_mean != 'drop'
+
+    def reduce(self, x: Tensor, attn: AttentionInputs, state: TokenState,
+               block_index: int, r: int) -> Tuple[Tensor, TokenState]:
         order = self.score(x, attn, block_index).argsort(
             dim=1, descending=True, stable=True)
-        return prune(x, state, order, x.shape[1] - r, self.keep_mean,
-                     attn.metric)
+        patches, patch_state, join = self.without_prefix(x, state)
+        return join(*prune(patches, patch_state, order,
+                           patches.shape[1] - r, self.keep_mean,
+                           attn.metric[:, self.prefix:]))

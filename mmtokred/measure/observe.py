@@ -2,15 +2,19 @@
 remove. The model only computes; what it did with its tokens (how many
 entered each block, their state) and where its time went are read here.
 
-Both observers are context managers over a
-:class:`~mmtokred.models.TokenReductionVisionTransformer`::
+The observers of a
+:class:`~mmtokred.models.TokenReductionVisionTransformer` are context
+managers::
 
     with TokenRecorder(backbone) as tokens, ReducerTimer(backbone) as timer:
         backbone(clips)
     tokens.tokens_per_block, tokens.final_state, timer.seconds
+
+:func:`tokens_through_blocks` counts the tokens of any stack of blocks (a
+timm ViT's, patched or not).
 """
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -155,3 +159,27 @@ class ReducerTimer(ModuleTimer):
         spent = sum(s for name, s in self.seconds.items()
                     if name != 'backbone')
         return spent / self.seconds['backbone']
+
+
+def tokens_through_blocks(blocks: Sequence[nn.Module],
+                          forward: Callable[[], object]) -> List[int]:
+    """Tokens entering the first of ``blocks``, then leaving each, in one
+    call of ``forward``; a block's output is its tokens ``(B, N, C)`` or a
+    tuple that starts with them."""
+    counts: List[int] = []
+
+    def entering(module, args):
+        counts.append(args[0].shape[1])
+
+    def leaving(module, args, output):
+        out = output[0] if isinstance(output, tuple) else output
+        counts.append(out.shape[1])
+
+    handles = [blocks[0].register_forward_pre_hook(entering)]
+    handles += [block.register_forward_hook(leaving) for block in blocks]
+    try:
+        forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts

@@ -3,25 +3,28 @@
 from typing import Sequence, Tuple, Union
 
 import torch
-from mmaction.registry import MODELS
 from torch import Tensor
 
 from ..ops import TokenState, joint_merge_prune
 from ..ops.checks import check_cosine
-from .reducers import AttentionInputs
+from . import costs
+from .base import AttentionInputs
+from .costs import Widths
+from .registry import register
 from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer
 
 
-@MODELS.register_module()
+@register
 class JMP(ImportanceReducer):
     """Merge the redundant tokens into their ToMe partner; prune only those
     both unimportant and unlike any kept token.
 
-    In each chosen block, per clip, tokens alternate into sets A and B and
-    every A token finds its most similar B token (key cosine similarity,
-    averaged over heads). The ``r`` A tokens with the highest similarity +
-    (1 - importance quantile) leave: merged into their partner
-    (size-weighted) when at least ``threshold`` similar, pruned otherwise.
+    In each chosen block, per clip, the tokens after the prefix alternate
+    into sets A and B and every A token finds its most similar B token (key
+    cosine similarity, averaged over heads). The ``r`` A tokens with the
+    highest similarity + (1 - importance quantile) leave: merged into their
+    partner (size-weighted) when at least ``threshold`` similar, pruned
+    otherwise.
 
     Args:
         blocks: indices of the blocks that reduce (from 0).
@@ -29,7 +32,7 @@ class JMP(ImportanceReducer):
             half the tokens: in rounds of at most half).
         threshold: key cosine similarity, in [-1, 1], from which a leaving
             token is merged instead of pruned.
-        importance: see :class:`~mmtokred.models.TokenPruning`.
+        importance: a name of ``IMPORTANCE`` (see :class:`TokenPruning`).
         seed: of the 'random' score.
     """
 
@@ -45,19 +48,23 @@ class JMP(ImportanceReducer):
         check_cosine('JMP threshold', threshold)
         self.threshold = threshold
 
-    def capacity(self, block_index: int, tokens: int) -> int:
-        return max(tokens - 2, 0)  # a merge needs an A and a B token
+    def patch_capacity(self, patches: int) -> int:
+        return patches - 2  # a merge needs an A and a B token
 
-    def forward(self, x: Tensor, attn: AttentionInputs, state: TokenState,
-                block_index: int) -> Tuple[Tensor, TokenState]:
-        r = self.removal(block_index, x.shape[1])
-        if r == 0:
-            return x, state
+    def macs(self, tokens: int, removed: int,
+             widths: Widths) -> Tuple[int, bool]:
+        return (self.importance_macs(tokens, widths)
+                + costs.matching_rounds(tokens, removed, widths.head)), True
+
+    def reduce(self, x: Tensor, attn: AttentionInputs, state: TokenState,
+               block_index: int, r: int) -> Tuple[Tensor, TokenState]:
+        importance = self.score(x, attn, block_index)
+        x, state, join = self.without_prefix(x, state)
         # Rounds of at most half the tokens, the metric and importance
         # carried along as extra channels (size-weighted like the tokens).
-        channels, metric = x.shape[-1], attn.metric
-        packed = torch.cat([x, metric.to(x.dtype), self.score(
-            x, attn, block_index)[..., None].to(x.dtype)], -1)
+        channels = x.shape[-1]
+        packed = torch.cat([x, attn.metric[:, self.prefix:].to(x.dtype),
+                            importance[..., None].to(x.dtype)], -1)
         while r > 0:
             step = min(r, packed.shape[1] // 2)
             packed, state, merged = joint_merge_prune(
@@ -66,4 +73,4 @@ class JMP(ImportanceReducer):
             self.count('merge', merged.sum())
             self.count('prune', (~merged).sum())
             r -= step
-        return packed[..., :channels], state
+        return join(packed[..., :channels], state)

@@ -8,11 +8,15 @@ from conftest import ROOT, run_tool
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
-from mmtokred import calibration
-from mmtokred.calibration import (CalibrationClips, Calibrator, Candidate,
-                                  SearchSpace, Shape, clearly_better)
 from mmtokred.data import write_action_dataset
-from mmtokred.benchmark.sweep import METHODS, Grid, model_grid
+from mmtokred.experiments import calibration
+from mmtokred.experiments.calibration import (Calibrator, Candidate,
+                                              SearchSpace, Shape,
+                                              clearly_better)
+from mmtokred.experiments.clips import Clips, recogniser
+from mmtokred.experiments.recipes import METHODS, Grid, model_grid
+from mmtokred.measure.flops import count_gflops
+from mmtokred.measure.forward import forward_fn
 
 PROXY = ROOT / 'configs' / 'proxy' / 'videomae_proxy_dense.py'
 PROXY_NEPAM = ROOT / 'configs' / 'proxy' / 'videomae_proxy_nepam.py'
@@ -51,7 +55,7 @@ def calibrator(paths, checkpoint, method, clips=6):
     grid = model_grid(cfg)
     return Calibrator(cfg, checkpoint,
                       SearchSpace(method, grid.depth, grid.tokens),
-                      CalibrationClips(cfg, 'train', clips, batch_size=4))
+                      Clips(cfg, 'train', 'val', clips, batch_size=4))
 
 
 @pytest.mark.parametrize('method,target', [('tome', 0.6),
@@ -69,9 +73,11 @@ def test_search_stays_within_the_target_and_is_deterministic(
     assert len(tried) > 3  # every coordinate was tried
     assert all(c.kl >= 0 and 0 <= c.agreement <= 1 for c in tried)
     # What the model counts for the chosen reduction is what was predicted.
-    costs = calibrator(actions, checkpoint, method).costs
-    assert costs.gflops(best.reduction) / costs.dense == \
-        pytest.approx(best.flops_ratio)
+    model = recogniser(proxy_cfg(actions), device='cpu')
+    count = forward_fn(model, torch.randn(1, 1, 3, 8, 64, 64), False)
+    dense = count_gflops(count)
+    model.backbone.set_token_reduction(best.reduction)
+    assert count_gflops(count) / dense == best.flops_ratio
 
 
 def test_target_one_returns_no_reduction(actions, checkpoint):
@@ -132,9 +138,9 @@ def test_bad_targets_and_clips_raise(actions, checkpoint):
     with pytest.raises(ValueError, match='FLOPs target'):
         calibrator(actions, checkpoint, 'tome').search(1.5)
     with pytest.raises(ValueError, match='clips'):
-        CalibrationClips(proxy_cfg(actions), 'train', 0)
+        Clips(proxy_cfg(actions), 'train', num_clips=0)
     with pytest.raises(ValueError, match='split'):
-        CalibrationClips(proxy_cfg(actions), 'holdout', 4)
+        Clips(proxy_cfg(actions), 'holdout', num_clips=4)
 
 
 def calibrate(paths, checkpoint, out, *extra, launcher=(), config=PROXY):
@@ -149,6 +155,7 @@ def written_reduction(path):
     return Config.fromfile(str(path)).model.backbone.token_reduction
 
 
+@pytest.mark.slow
 def test_tool_writes_a_config_that_inherits_and_builds(actions, checkpoint,
                                                        tmp_path):
     out = tmp_path / 'configs' / 'calibrated.py'
@@ -167,6 +174,7 @@ def test_tool_writes_a_config_that_inherits_and_builds(actions, checkpoint,
     assert model.backbone.block_reducer is not None
 
 
+@pytest.mark.slow
 def test_written_config_replaces_the_base_reduction(actions, checkpoint,
                                                     tmp_path):
     out = tmp_path / 'tome.py'
@@ -181,6 +189,7 @@ def test_written_config_replaces_the_base_reduction(actions, checkpoint,
     assert MODELS.build(Config.fromfile(str(none)).model) is not None
 
 
+@pytest.mark.slow
 def test_two_processes_choose_what_one_does(actions, checkpoint, tmp_path):
     one, two = tmp_path / 'one.py', tmp_path / 'two.py'
     calibrate(actions, checkpoint, one, '--flops', '0.6',

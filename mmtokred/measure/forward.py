@@ -1,12 +1,13 @@
-"""The measured work, and how it is timed: shared by every benchmark."""
+"""The measured work, and how it is timed: shared by every benchmark.
+
+The forwards measured here synchronise with the GPU after the model has
+run, so that wall time covers the work; nothing is timed inside a model."""
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
-
-from .peak import cpu_model
 
 #: ``--dtype`` names: what the weights and the clips are cast to.
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
@@ -90,15 +91,18 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's with the threads torch uses."""
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
+    # Imported here: .peak times its product with interleaved_times.
+    from .peak import cpu_model
     return f'cpu ({cpu_model()}, {torch.get_num_threads()} threads)'
 
 
-def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
-                      repeats: int) -> Dict[str, float]:
-    """Median wall time of each forward; the models take turns in every
-    repetition so that a noisy neighbour hurts all of them alike."""
-    for forward in forwards.values():
-        for _ in range(warmup):
+def interleaved_times(forwards: Dict[str, Callable], warmup: int,
+                      repeats: int) -> Dict[str, List[float]]:
+    """Each forward's wall time in every repetition: ``warmup`` untimed
+    turns, then ``repeats`` timed ones, the forwards taking turns in each so
+    that a noisy neighbour hurts all of them alike."""
+    for _ in range(warmup):
+        for forward in forwards.values():
             forward()
     times: Dict[str, List[float]] = {name: [] for name in forwards}
     for _ in range(repeats):
@@ -106,20 +110,14 @@ def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
             start = time.perf_counter()
             forward()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def interleaved_times(forwards: Dict[str, Callable], warmup: int,
-                      repeats: int) -> Dict[str, List[float]]:
-    """Each forward's wall time in every repetition, the forwards taking
-    turns: one turn of :func:`seconds_per_batch` per repetition, so each
-    turn's time is kept."""
-    times: Dict[str, List[float]] = {name: [] for name in forwards}
-    for turn in range(repeats):
-        seconds = seconds_per_batch(forwards, warmup if turn == 0 else 0, 1)
-        for name, value in seconds.items():
-            times[name].append(value)
     return times
+
+
+def seconds_per_batch(forwards: Dict[str, Callable], warmup: int,
+                      repeats: int) -> Dict[str, float]:
+    """Median wall time of each forward over :func:`interleaved_times`."""
+    return {name: statistics.median(ts) for name, ts in
+            interleaved_times(forwards, warmup, repeats).items()}
 
 
 def spread(times: Sequence[float]) -> Optional[float]:

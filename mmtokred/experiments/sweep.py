@@ -1,16 +1,16 @@
 """Accuracy kept per FLOP saved: every method at a range of FLOPs budgets.
 
-Every method has one knob in [0, 1] (how much it removes: NEPAM's share of
-windows merged, ToMe's r per block as a share of half the tokens, the share
-the selected-block reducers remove over their blocks, the same fraction in
-each, the share pruned at the input); for each FLOPs target (a fraction of
-dense) the sweep bisects the knob to the least reduction whose counted
-FLOPs are at most the target.
-Everything a method does not vary comes from its registered defaults, so
-the sweep measures each method at its default.
+Every method of :mod:`.recipes` has one knob in [0, 1] (how much it
+removes); for each FLOPs target (a fraction of dense) the sweep bisects the
+knob to the least reduction whose FLOPs are at most the target, counted
+from the shapes (:class:`~mmtokred.measure.flops.ShapeFlops`, the count of
+``tools/benchmark.py`` without a forward pass). Everything a method does
+not vary comes from its registered defaults, so the sweep measures each
+method at its default.
 
 Each point then runs the config's test data set and metric (MMAction2's
-data pipeline and evaluator, the data decoded once and kept in memory)
+data pipeline and evaluator, the data decoded once and kept in memory:
+:class:`~.clips.Clips`)
 through the model with that token reduction, and records top-1, agreement
 with the dense model's predictions, the FLOPs ratio, the measured speedup,
 the branches adaptive reducers took, PPT's statistic, and the object
@@ -23,238 +23,41 @@ as ``compare`` uses it): every point and dense take turns in each repetition,
 so a noisy neighbour slows them alike; a point whose timed passes spread by
 more than ``NOISY_SPREAD`` of their median is marked noisy.
 
-It says what it does as it goes: a line per phase (bisection and timing,
-each with an estimate from a measured unit, decoding), then the
+It says what it does as it goes: a line per phase (the bisection with its
+time, the timing with an estimate from a measured unit, decoding), then the
 evaluation's progress bar.
 """
-import ast
-import copy
 import csv
 import json
 import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from mmaction.registry import MODELS
 from mmengine.config import Config
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 
-from ..models.reducers import SWITCHES
-from ..models.selected_blocks import every_block, proportional_blocks
-from .flops import count_gflops
-from .forward import (forward_fn, interleaved_times, seconds_per_batch,
-                      spread)
-from .observe import TokenRecorder
+from ..console import duration
+from ..measure.flops import ShapeFlops
+from ..measure.forward import (forward_fn, interleaved_times,
+                               seconds_per_batch, spread)
+from ..measure.observe import TokenRecorder
+from .clips import Clips, recogniser
+from .recipes import COMPARE_TARGETS, METHODS, least_knob, model_grid, resolve
 
-#: The main methods, measured at every target; NEPAM followed by an in-block
-#: method where NEPAM's default alone is not enough; the others compare one
-#: choice (importance score, what pruning keeps, window, rule, placement)
-#: at half the FLOPs.
-MAIN_TARGETS = (0.7, 0.5, 0.35, 0.25)
-COMBINED_TARGETS = (0.35, 0.25)
-COMPARE_TARGETS = (0.5, )
-#: NEPAM's default (configs/videomae_nepam.py), chosen on the proxy's
-#: validation split as the lightest-merging window that keeps >= 98% of
-#: the dense predictions (docs/proxy_results.md); the first stage of the
-#: combined methods.
-NEPAM_DEFAULT = dict(type='NEPAM', window=(1, 2, 2), ratio=0.1)
 #: A point whose timed passes spread (``(max - min) / median``) by more than
 #: this is marked noisy: its speedup is not to be trusted.
 NOISY_SPREAD = 0.2
-#: Halvings of the knob's interval when bisecting to a FLOPs target, after
-#: one count at the most reduction.
-BISECTION_STEPS = 14
-
-
-def duration(seconds: float) -> str:
-    """``seconds`` as a person reads them: tenths under 10 s, minutes from
-    two."""
-    if seconds < 10:
-        return f'{seconds:.1f} s'
-    if seconds < 120:
-        return f'{seconds:.0f} s'
-    return f'{seconds / 60:.1f} min'
-
-
-class Grid(NamedTuple):
-    tokens: int
-    depth: int
-
-
-class Method(NamedTuple):
-    """``make(knob, grid)`` gives a ``token_reduction``; the knob is in
-    [0, 1], more reduction for larger values."""
-    make: Callable[[float, Grid], Dict]
-    targets: Sequence[float]
-
-
-def stage_counts(tokens: int, stages: int, removed: float) -> List[int]:
-    """Tokens to remove at each of ``stages`` steps so that ``removed`` of
-    ``tokens`` is gone, the same fraction at each step; at most all but two
-    tokens at a step (what every in-block reducer can remove)."""
-    per_stage = (1 - removed)**(1 / stages)
-    counts, n = [], tokens
-    for _ in range(stages):
-        count = min(int(round(n * (1 - per_stage))), max(n - 2, 0))
-        counts.append(count)
-        n -= count
-    return counts
-
-
-def _nepam(window: Optional[tuple] = None) -> Callable:
-
-    def make(knob: float, grid: Grid) -> Dict:
-        stage = dict(NEPAM_DEFAULT, ratio=knob)
-        if window is not None:
-            stage['window'] = window
-        return dict(input=stage)
-
-    return make
-
-
-def _tome(knob: float, grid: Grid) -> Dict:
-    # r per block up to half the tokens, each block merging what it can (at
-    # most half of its tokens): a constant r of tokens / depth would never
-    # go below half the FLOPs.
-    r, n, counts = int(knob * grid.tokens / 2), grid.tokens, []
-    for _ in range(grid.depth):
-        counts.append(min(r, n // 2))
-        n -= counts[-1]
-    return dict(blocks=dict(type='ToMe', r=counts))
-
-
-def _in_blocks(kind: str, placement: Callable = every_block,
-               **options) -> Callable:
-
-    def make(knob: float, grid: Grid) -> Dict:
-        blocks = placement(grid.depth)
-        return dict(blocks=dict(type=kind, blocks=blocks,
-                                r=stage_counts(grid.tokens, len(blocks),
-                                               knob), **options))
-
-    return make
-
-
-def _patchsim(**options) -> Callable:
-
-    def make(knob: float, grid: Grid) -> Dict:
-        return dict(input=dict(type='PatchSimilarityPruning',
-                               ratio=min(knob, 0.99), **options))
-
-    return make
-
-
-def _after_nepam(blocks: Callable) -> Callable:
-    """NEPAM at its default, then ``blocks`` for the rest."""
-
-    def make(knob: float, grid: Grid) -> Dict:
-        window = int(np.prod(NEPAM_DEFAULT['window']))
-        merged = round(NEPAM_DEFAULT['ratio'] * grid.tokens / window)
-        after = Grid(grid.tokens - (window - 1) * merged, grid.depth)
-        return dict(input=dict(NEPAM_DEFAULT), **blocks(knob, after))
-
-    return make
-
-
-def _main(make: Callable) -> Method:
-    return Method(make, MAIN_TARGETS)
-
-
-def _compare(make: Callable) -> Method:
-    return Method(make, COMPARE_TARGETS)
-
-
-METHODS: Dict[str, Method] = {
-    # Measured as configured, at its own FLOPs.
-    'nepam_default': Method(lambda knob, grid: dict(input=dict(NEPAM_DEFAULT)),
-                            ()),
-    'nepam': Method(_nepam(), (0.9, 0.85) + MAIN_TARGETS),
-    'tome': _main(_tome),
-    'ppt': _main(_in_blocks('PPT')),
-    'jmp': _main(_in_blocks('JMP')),
-    'prune': _main(_in_blocks('TokenPruning')),
-    'patchsim': _main(_patchsim()),
-    'progressive': _main(_in_blocks('SimilarityPruning')),
-    'nepam_tome': Method(_after_nepam(_tome), COMBINED_TARGETS),
-    'nepam_ppt': Method(_after_nepam(_in_blocks('PPT')), COMBINED_TARGETS),
-    'nepam_jmp': Method(_after_nepam(_in_blocks('JMP')), COMBINED_TARGETS),
-    # NEPAM's window.
-    'nepam_2x2x2': _compare(_nepam((2, 2, 2))),
-    'nepam_2x1x1': _compare(_nepam((2, 1, 1))),
-    'nepam_1x1x2': _compare(_nepam((1, 1, 2))),
-    # Importance scores against the default ('pooled_query'), on pruning.
-    **{f'prune_{score}': _compare(_in_blocks('TokenPruning',
-                                             importance=score))
-       for score in ('received', 'norm', 'sharpness', 'random')},
-    # What pruning does with the pruned tokens, against 'nearest'.
-    **{f'prune_{keep}': _compare(_in_blocks('TokenPruning', keep_mean=keep))
-       for keep in ('drop', 'fuse')},
-    # The random floor of the adaptive methods, and PPT's paper rule.
-    'ppt_random': _compare(_in_blocks('PPT', importance='random')),
-    'jmp_random': _compare(_in_blocks('JMP', importance='random')),
-    'ppt_paper': _compare(_in_blocks('PPT', rule='paper', threshold=7e-5)),
-    'ppt_drop': _compare(_in_blocks('PPT', keep_mean='drop')),
-    # The official three large steps (blocks 3, 6, 9 of 12, scaled)
-    # against the default, a small step in every block from 1 to depth - 2.
-    **{f'{name}_official': _compare(_in_blocks(kind, proportional_blocks))
-       for name, kind in (('ppt', 'PPT'), ('jmp', 'JMP'),
-                          ('prune', 'TokenPruning'),
-                          ('progressive', 'SimilarityPruning'))},
-    # The diversity rule of patch-similarity pruning against plain.
-    'patchsim_plain': _compare(_patchsim(threshold=None)),
-    'patchsim_drop': _compare(_patchsim(keep_mean='drop')),
-}
-
-
-def resolve(spec: str) -> Method:
-    """A method by name, or ``name:key=value,key=value`` for the method with
-    options of its reducer changed (of the in-block stage where it has
-    one), e.g. ``ppt:threshold=1.5`` or ``prune:keep_mean='fuse'``; the
-    backbone switches (``proportional_attention=True``) too."""
-    name, _, options = spec.partition(':')
-    if name not in METHODS:
-        raise ValueError(f'unknown method {name!r} in {spec!r}; choose from '
-                         f'{tuple(METHODS)}')
-    method = METHODS[name]
-    if not options:
-        return method
-    overrides = {}
-    for option in options.split(','):
-        key, equals, value = option.partition('=')
-        if not equals:
-            raise ValueError(f'method options are key=value, got {option!r} '
-                             f'in {spec!r}')
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value  # a bare name: fuse, nearest, ...
-
-    switches = {k: overrides.pop(k) for k in list(overrides) if k in SWITCHES}
-
-    def make(knob: float, grid: Grid) -> Dict:
-        reduction = dict(method.make(knob, grid), **switches)
-        stage = 'blocks' if 'blocks' in reduction else 'input'
-        reduction[stage] = dict(reduction[stage], **overrides)
-        return reduction
-
-    return Method(make, method.targets)
-
-
-def model_grid(cfg: Config) -> Grid:
-    backbone = cfg.model.backbone
-    size = backbone.get('img_size', 224) // backbone.get('patch_size', 16)
-    frames = backbone.get('num_frames', 16) // backbone.get('tubelet_size', 2)
-    return Grid(frames * size * size, backbone.get('depth', 12))
 
 
 class Costs:
-    """FLOPs (counted) and speed (measured) of token reductions on one model
-    with random weights: neither depends on the weights."""
+    """FLOPs (from the shapes, :class:`ShapeFlops`) and speed (measured on
+    a model with random weights: it does not depend on them) of token
+    reductions on one model."""
 
     def __init__(self, cfg: Config) -> None:
         backbone = cfg.model.backbone
@@ -263,30 +66,13 @@ class Costs:
                  backbone.get('img_size', 224), backbone.get('img_size', 224))
         self.inputs = torch.randn(8, 1, *shape,
                                   generator=torch.Generator().manual_seed(0))
-        model_cfg = copy.deepcopy(cfg.model)
-        model_cfg.backbone.token_reduction = None
-        self.model = MODELS.build(model_cfg).eval()
-        self._one_view = forward_fn(self.model, self.inputs[:1], False)
-        self.dense = self.gflops(None)
+        self.model = recogniser(cfg, device='cpu')
+        self.flops = ShapeFlops(cfg.model)
+        self.dense = self.flops.dense
 
     def gflops(self, reduction: Optional[Dict]) -> float:
-        self.model.backbone.set_token_reduction(reduction)
-        return count_gflops(self._one_view)
-
-    def knob_for(self, make: Callable[[float], Dict],
-                 target: float) -> Optional[float]:
-        """The least knob whose FLOPs ratio is at most ``target`` (None if
-        even the most reduction stays above it)."""
-        if self.gflops(make(1.)) / self.dense > target:
-            return None
-        low, high = 0., 1.
-        for _ in range(BISECTION_STEPS):
-            middle = (low + high) / 2
-            if self.gflops(make(middle)) / self.dense <= target:
-                high = middle
-            else:
-                low = middle
-        return high
+        """GFLOPs of one view, as ``tools/benchmark.py`` counts them."""
+        return self.flops.gflops(reduction)
 
     def speedups(self, reductions: Dict[str, Optional[Dict]],
                  repeats: int) -> Dict[str, Dict[str, Optional[float]]]:
@@ -330,90 +116,71 @@ class Costs:
                 for name, ts in times.items()}
 
 
-class TestSet:
-    """The config's test set through its pipeline, decoded once, with the
-    model and evaluator of MMAction2's test loop."""
+def actor_masks(cfg: Config, clips: Clips) -> Optional[torch.Tensor]:
+    """``(clips, tubelets)`` masks of where the actor is in each test clip
+    (the ``{list}_actor.npy`` beside the generated proxy's test list), or
+    None where there are none."""
+    actor = Path(str(cfg.test_dataloader.dataset.ann_file)).with_suffix('')
+    actor = actor.with_name(actor.name + '_actor.npy')
+    if not actor.exists():
+        return None
+    masks = np.load(actor)
+    if isinstance(cfg.test_dataloader.dataset.get('indices'), int):
+        masks = masks[:len(clips)]  # the first clips of the list
+    if len(masks) != len(clips):
+        raise ValueError(f'{actor} has {len(masks)} masks for '
+                         f'{len(clips)} clips of the test list')
+    return torch.from_numpy(masks.reshape(len(masks), -1))
 
-    def __init__(self, cfg: Config, work_dir: str) -> None:
-        cfg = copy.deepcopy(cfg)
-        cfg.work_dir = work_dir
-        cfg.log_level = 'WARNING'
-        cfg.launcher = 'none'
-        cfg.load_from = None
-        runner = Runner.from_cfg(cfg)
-        loop = runner.test_loop
-        self.model = runner.model.eval()
-        self.evaluator = loop.evaluator
-        self.size = len(loop.dataloader.dataset)
-        print(f'decoding the {self.size} test clips once, through the '
-              "config's test pipeline", flush=True)
-        self.batches = list(loop.dataloader)
-        self.labels = [int(s.gt_label) for b in self.batches
-                       for s in b['data_samples']]
-        actor = Path(str(cfg.test_dataloader.dataset.ann_file)).with_suffix(
-            '')
-        actor = actor.with_name(actor.name + '_actor.npy')
-        self.actor = None
-        if actor.exists():
-            masks = np.load(actor)
-            if isinstance(cfg.test_dataloader.dataset.get('indices'), int):
-                masks = masks[:self.size]  # the first clips of the list
-            if len(masks) != self.size:
-                raise ValueError(f'{actor} has {len(masks)} masks for '
-                                 f'{self.size} clips of the test list')
-            self.actor = torch.from_numpy(masks.reshape(len(masks), -1))
 
-    def load(self, checkpoint: str) -> None:
-        load_checkpoint(self.model, checkpoint, map_location='cpu',
-                        logger='silent')
-
-    @torch.no_grad()
-    def evaluate(self, reduction: Optional[Dict]) -> Dict:
-        """Top-1, predictions, retention and what the reducers reported."""
-        backbone = self.model.backbone
-        track = self.actor is not None and reduction is not None
-        backbone.set_token_reduction(
-            None if reduction is None else dict(reduction,
-                                                track_source=track))
-        reducers = [r for r in (backbone.input_reducer,
-                                backbone.block_reducer) if r is not None]
-        for reducer in reducers:
-            reducer.observing = True
-        represented: List[torch.Tensor] = []
-        predictions: List[int] = []
-        recorder = TokenRecorder(backbone)
-        for batch in self.batches:
-            with recorder:
-                outputs = self.model.test_step(batch)
-            self.evaluator.process(data_samples=outputs, data_batch=batch)
-            predictions += [int(o.pred_score.argmax()) for o in outputs]
-            if track:
-                source = recorder.final_state.source
-                if source.shape[0] != len(outputs):
-                    raise ValueError('object retention needs one view per '
-                                     'clip (the masks are per clip)')
-                represented.append(source.amax(1) > 0)
-        metrics = self.evaluator.evaluate(self.size)
-        result = dict(top1=float(metrics['acc/top1']),
-                      predictions=predictions, retention=None, branches={},
-                      statistic=None)
-        if self.actor is not None:
-            if track:
-                held = torch.cat(represented).cpu()
-                result['retention'] = int(
-                    (held & self.actor).sum()) / int(self.actor.sum())
-            else:
-                result['retention'] = 1.
-        for reducer in reducers:
-            result['branches'].update(reducer.branch_counts())
-            observed = reducer.observations().get('statistic')
-            if observed is not None:
-                result['statistic'] = [
-                    float(q) for q in torch.quantile(
-                        observed.float().cpu(),
-                        torch.tensor([0.1, 0.5, 0.9]))]
-            reducer.reset_counts()
-        return result
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, clips: Clips,
+             reduction: Optional[Dict],
+             actor: Optional[torch.Tensor] = None) -> Dict:
+    """Top-1 (the split's evaluator), predictions, object retention (with
+    ``actor`` masks) and what the reducers reported, of ``model`` with
+    ``reduction`` on ``clips``."""
+    backbone = model.backbone
+    track = actor is not None and reduction is not None
+    backbone.set_token_reduction(
+        None if reduction is None else dict(reduction, track_source=track))
+    reducers = [r for r in (backbone.input_reducer, backbone.block_reducer)
+                if r is not None]
+    for reducer in reducers:
+        reducer.observing = True
+    represented: List[torch.Tensor] = []
+    predictions: List[int] = []
+    evaluator = clips.evaluator()
+    recorder = TokenRecorder(backbone)
+    for batch in clips.batches:
+        with recorder:
+            outputs = model.test_step(batch)
+        evaluator.process(data_samples=outputs, data_batch=batch)
+        predictions += [int(o.pred_score.argmax()) for o in outputs]
+        if track:
+            source = recorder.final_state.source
+            if source.shape[0] != len(outputs):
+                raise ValueError('object retention needs one view per '
+                                 'clip (the masks are per clip)')
+            represented.append(source.amax(1) > 0)
+    metrics = evaluator.evaluate(len(clips))
+    result = dict(top1=float(metrics['acc/top1']), predictions=predictions,
+                  retention=None, branches={}, statistic=None)
+    if actor is not None:
+        if track:
+            held = torch.cat(represented).cpu()
+            result['retention'] = int((held & actor).sum()) / int(actor.sum())
+        else:
+            result['retention'] = 1.
+    for reducer in reducers:
+        result['branches'].update(reducer.branch_counts())
+        observed = reducer.observations().get('statistic')
+        if observed is not None:
+            result['statistic'] = [
+                float(q) for q in torch.quantile(
+                    observed.float().cpu(), torch.tensor([0.1, 0.5, 0.9]))]
+        reducer.reset_counts()
+    return result
 
 
 def configured_reduction(path: str) -> Optional[Dict]:
@@ -425,7 +192,6 @@ def sweep(config: str,
           checkpoints: Sequence[str],
           methods: Sequence[str] = tuple(METHODS),
           targets: Optional[Sequence[float]] = None,
-          work_dir: str = 'work_dirs/sweep',
           repeats: int = 3,
           cfg_options: Optional[Dict] = None,
           configs: Sequence[str] = ()) -> List[Dict]:
@@ -463,14 +229,7 @@ def sweep(config: str,
     models = range(len(checkpoints))
     searched = sum(len(targets or resolved[m].targets) for m in methods
                    if resolved[m].targets)
-    if searched:
-        started = time.perf_counter()
-        costs.gflops(None)  # the unit of the estimate: one count
-        count = time.perf_counter() - started
-        print(f'bisecting {searched} method x target points to their FLOPs '
-              f'(counted on one view with random weights, no data): about '
-              f'{duration(searched * (BISECTION_STEPS + 1) * count)}',
-              flush=True)
+    started = time.perf_counter()
     # (method, target, knob, the token_reduction of each model)
     points = [('dense', 1., 0., [None for _ in models])]
     for method in methods:
@@ -479,13 +238,18 @@ def sweep(config: str,
             points.append((method, None, 0., [make(0., grid) for _ in models]))
             continue
         for target in targets or resolved[method].targets:
-            knob = costs.knob_for(lambda k: make(k, grid), target)
+            knob = least_knob(
+                lambda k: costs.gflops(make(k, grid)) / costs.dense, target)
             if knob is None:
                 warnings.warn(f'{method} cannot reach {target} of the dense '
                               'FLOPs: skipped')
                 continue
             points.append((method, target, knob,
                            [make(knob, grid) for _ in models]))
+    if searched:
+        print(f'bisected {searched} method x target points to their FLOPs '
+              '(counted from the shapes, no forward pass) in '
+              f'{duration(time.perf_counter() - started)}', flush=True)
     for path in configs:
         points.append((Path(path).stem.replace('{model}', '*'), None, 0.,
                        [configured_reduction(path.replace('{model}', str(m)))
@@ -494,20 +258,24 @@ def sweep(config: str,
     gflops = {key: costs.gflops(r) for key, r in distinct.items()}
     speeds = costs.speedups(distinct, repeats)  # dense: 'null', timed once
 
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    test_set = TestSet(cfg, work_dir)
+    print("decoding the test clips once, through the config's test "
+          'pipeline', flush=True)
+    clips = Clips(cfg)
+    actor = actor_masks(cfg, clips)
+    network = recogniser(cfg)
     rows = []
     print(f'evaluating {len(points)} points x {len(checkpoints)} '
           f'checkpoint{"s" if len(checkpoints) > 1 else ""} on the '
-          f'{test_set.size} test clips', flush=True)
+          f'{len(clips)} test clips', flush=True)
     progress = ProgressBar(len(points) * len(checkpoints))
     for model, checkpoint in enumerate(checkpoints):
-        test_set.load(checkpoint)
+        load_checkpoint(network, checkpoint, map_location='cpu',
+                        logger='silent')
         reference = None
         for method, target, knob, reductions in points:
             reduction = reductions[model]
             key = json.dumps(reduction)
-            result = test_set.evaluate(reduction)
+            result = evaluate(network, clips, reduction, actor)
             if reference is None:
                 reference = result['predictions']
             agreement = float(np.mean(

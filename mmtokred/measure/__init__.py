@@ -1,0 +1,6 @@
+"""Measuring a forward pass, apart from any experiment: timing
+(:mod:`.forward`), FLOPs (:mod:`.flops`), memory (:mod:`.memory`), the
+machine's limits (:mod:`.peak`, :mod:`.kernels`), observation hooks
+(:mod:`.observe`) and the side-by-side routine of every benchmark
+(:mod:`.side_by_side`). The model computes; these observe it from outside.
+Import the submodules; this package imports none of them."""
