@@ -45,9 +45,8 @@ CSV_SOURCES = {
     'calibration_sweep.csv': ('calibration.md', PROXY),
     'calibration_sweep_4000.csv': ('calibration.md', PROXY),
 }
-#: Columns of today's sweep that the docs/*.csv tables predate (they were
-#: written before the sweep timed its points in turns), and the words of
-#: proxy_results.md that say so.
+#: Columns of the sweep that the docs/*.csv tables lack (the speed spread
+#: and its noisy mark), and the words of proxy_results.md that say so.
 NOT_IN_DOCS_CSV = ('speed_spread', 'noisy')
 SAID_NOT_IN_DOCS_CSV = 'no `speed_spread` or `noisy` columns'
 

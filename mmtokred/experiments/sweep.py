@@ -367,7 +367,7 @@ def format_table(rows: List[Dict]) -> str:
         cells = [' / '.join(show(point[m]) for m in models if m in point)
                  for _, show in figures]
         target = '-' if target is None else f'{target:.2f}'
-        # Rows of sweeps older than the noisy column have no mark.
+        # Rows without a noisy column (docs/*.csv) have no mark.
         mark = marks[first['noisy']] if 'noisy' in first else ' '
         shown.add(mark)
         lines.append(f"{method:<16}{target:>7}"
