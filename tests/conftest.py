@@ -157,8 +157,9 @@ def run_tool(args: List[str], check: bool = True,
     result = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True,
                             text=True, timeout=600)
     if check and result.returncode != 0:
-        raise AssertionError(f'{args} failed ({result.returncode}):\n'
-                             f'{result.stdout[-3000:]}\n{result.stderr[-6000:]}')
+        raise AssertionError(
+            f'{args} failed ({result.returncode}):\n'
+            f'{result.stdout[-3000:]}\n{result.stderr[-6000:]}')
     return result
 
 

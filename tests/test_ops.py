@@ -281,7 +281,7 @@ def test_nothing_merged_equals_the_projection():
 @pytest.mark.parametrize('position', POSITIONS)
 @pytest.mark.parametrize('window', [(2, 2, 2), (1, 2, 1), (3, 1, 2)])
 def test_sizes_and_sources_account_for_every_tubelet(representative,
-                                                    position, window):
+                                                     position, window):
     conv, video, pos = embed_inputs()
     tokens, state = neighbour_merge(
         video, conv.weight, conv.bias, pos, window, num_merged=5,

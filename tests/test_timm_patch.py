@@ -431,3 +431,26 @@ def test_ppt_needs_a_class_token():
             build('vit_tiny_patch16_224', class_token=False,
                   global_pool='avg'),
             dict(blocks=dict(type='PPT', blocks=[1], r=2, **OFFICIAL_PPT)))
+
+
+@pytest.mark.parametrize('kwargs', [
+    {}, dict(class_token=False, global_pool='avg'), dict(reg_tokens=2)])
+@pytest.mark.parametrize('blocks', [None, dict(type='ToMe', r=2)])
+def test_nepam_threshold_pads_and_each_image_is_as_alone(kwargs, blocks):
+    """NEPAM's threshold mode keeps a token count per image: the batch is
+    padded (size 0, masked in attention, left out of the pooling), and each
+    image's output is the one it gets alone."""
+    model = build('vit_tiny_patch16_224', depth=4, **kwargs)
+    reduction = dict(input=dict(type='NEPAM', window=(1, 2), threshold=0.3))
+    if blocks is not None:
+        reduction['blocks'] = blocks
+    ours = patched(model, reduction)
+    x = images()
+    x[2, :, :48] = -0.3  # three images, three amounts of uniformity
+    with torch.no_grad():
+        batch = ours(x)
+        alone = torch.cat([ours(x[i:i + 1]) for i in range(3)])
+        _, state = ours.forward_tokens(x)
+    kept = (state.size[..., 0] > 0).sum(1)
+    assert state.padded and len(set(kept.tolist())) == 3, kept
+    torch.testing.assert_close(batch, alone, rtol=1e-5, atol=1e-5)

@@ -4,7 +4,9 @@
 DeiT distilled, with register tokens or not) into one whose blocks and input
 run the reducers of :mod:`mmtokred.reducers`, the VideoMAE backbone's: an
 image is a clip of one frame, and the prefix tokens (class, distillation,
-registers) are the reducers' ``prefix``, never merged or pruned. With
+registers) are the reducers' ``prefix``, never merged or pruned; where
+an input stage keeps a token count per image (NEPAM's threshold), the batch
+is padded as the VideoMAE backbone pads it. With
 ``token_reduction=None`` the outputs equal timm's on the same weights.
 
 ``token_reduction`` takes the keys of the VideoMAE backbone's
@@ -160,12 +162,6 @@ def apply_token_reduction(model: nn.Module,
     prefix = model.num_prefix_tokens
     reduction = build_token_reduction(token_reduction, len(model.blocks),
                                       prefix)
-    if reduction.input is not None and reduction.input.may_pad:
-        raise ValueError(
-            f'token_reduction.input: {type(reduction.input).__name__} in '
-            'threshold mode keeps a different number of tokens per image, '
-            'which the timm patch does not pad: give it a fixed budget '
-            '(ratio or num_windows)')
     # An image is a clip of one frame: the token grid is (1, H', W').
     plan = reduction.plan((1, *model.patch_embed.grid_size),
                           len(model.blocks), prefix)
