@@ -84,6 +84,20 @@ def test_backgrounds_are_textured_and_the_camera_moves():
         assert (frames[0] != frames[-1])[background].any()
 
 
+def test_a_camera_on_a_tripod_rests_and_bad_cameras_are_named():
+    from mmtokred.data import Camera
+    from mmtokred.data.synthetic_videos import _camera
+    still = _camera(np.random.default_rng(0), 'astronaut', 8, 64,
+                    Camera(still=1.))
+    assert all(np.array_equal(still[0], frame) for frame in still)
+    moving = _camera(np.random.default_rng(0), 'astronaut', 8, 64)
+    assert not np.array_equal(moving[0], moving[-1])
+    for field, value in (('still', 1.5), ('shake', -1), ('view_max', 2)):
+        with pytest.raises(ValueError, match=f'camera {field} must be in'):
+            render_clip_with_mask(np.random.default_rng(0), 0, 8, 64,
+                                  Camera(**{field: value}))
+
+
 def test_every_actor_stands_out():
     for seed in range(30):
         # 'disappears' between frames 15 and 16: what changes is the actor.

@@ -51,6 +51,37 @@ PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'brick', 'grass',
 MIN_COVER = 0.1
 
 
+class Camera(NamedTuple):
+    """How the clips are filmed. The defaults are the hand-held camera the
+    proxy has been generated with; docs/proxy.md compares what each field
+    does to the redundancy of real footage (tools/redundancy.py)."""
+    #: Share of the clips filmed from a tripod: no pan, shake, spin or zoom.
+    still: float = 0.
+    #: Largest pan, output pixels per frame.
+    pan: float = 0.25
+    #: Step of the shake's random walk, output pixels per frame.
+    shake: float = 0.35
+    #: Largest zoom in or out over a clip, a fraction of the view.
+    zoom: float = 0.15
+    #: Field of view, photograph pixels across the frame: from this many...
+    view_min: float = 120.
+    #: ...to this share of the photograph's shorter side.
+    view_max: float = 0.75
+
+    def check(self) -> None:
+        """Raise ValueError naming the field out of its range."""
+        for name, low, high in (('still', 0, 1), ('pan', 0, None),
+                                ('shake', 0, None), ('zoom', 0, 0.9),
+                                ('view_min', 8, None), ('view_max', 0.05, 1)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < low or (
+                    high is not None and value > high):
+                allowed = f'[{low}, {high}]' if high is not None else \
+                    f'>= {low}'
+                raise ValueError(f'camera {name} must be in {allowed}, got '
+                                 f'{value!r}')
+
+
 class TokenGrid(NamedTuple):
     """How a model samples and cuts a clip into tokens (the proxy's default:
     8 frames, every 4th, tubelets of 2 frames x 8 x 8 pixels)."""
@@ -82,8 +113,8 @@ def _photo(name: str) -> np.ndarray:
 
 
 def _camera(rng: np.random.Generator, name: str, num_frames: int,
-            size: int) -> np.ndarray:
-    """Background frames: a hand-held camera over photograph ``name``."""
+            size: int, camera: Camera = Camera()) -> np.ndarray:
+    """Background frames: ``camera`` over photograph ``name``."""
     photo = _photo(name)
     if name in ('brick', 'grass', 'gravel', 'camera', 'coins', 'moon',
                 'clock'):
@@ -94,12 +125,12 @@ def _camera(rng: np.random.Generator, name: str, num_frames: int,
     photo = mean + rng.uniform(0.3, 0.6) * (photo - mean)
     height, width = photo.shape[:2]
     # Pixels of the photograph per output pixel, zooming in or out slowly.
-    view = rng.uniform(120, 0.75 * min(height, width))
-    zoom = np.linspace(1, rng.uniform(0.85, 1.15), num_frames)
-    scale = view / size / zoom
+    view = rng.uniform(camera.view_min, camera.view_max * min(height, width))
+    zoom = np.linspace(1, rng.uniform(1 - camera.zoom, 1 + camera.zoom),
+                       num_frames)
     # Pan in output pixels per frame; shake as a smoothed random walk.
-    pan = rng.uniform(-0.25, 0.25, 2)
-    shake = np.cumsum(rng.normal(0, 0.35, (num_frames, 3)), 0)
+    pan = rng.uniform(-camera.pan, camera.pan, 2)
+    shake = np.cumsum(rng.normal(0, camera.shake, (num_frames, 3)), 0)
     shake = cv2.GaussianBlur(shake, (1, 0), 1.5)
     shake[:, 2] *= 0.01  # radians
     spin = rng.uniform(-0.003, 0.003)
@@ -108,6 +139,11 @@ def _camera(rng: np.random.Generator, name: str, num_frames: int,
                        rng.uniform(margin, height - margin)]) if min(
                            height, width) > 2 * margin else np.array(
                                [width / 2, height / 2])
+    # Drawn last, and only where some clips rest: the hand-held default
+    # draws what it always drew.
+    if camera.still > 0 and rng.uniform() < camera.still:
+        zoom[:], pan[:], shake[:], spin = 1, 0, 0, 0.
+    scale = view / size / zoom
     frames = np.empty((num_frames, size, size, 3), np.float32)
     for t in range(num_frames):
         angle = spin * t + shake[t, 2]
@@ -158,15 +194,18 @@ def _paint(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray,
 
 
 def render_clip_with_mask(rng: np.random.Generator, label: int,
-                          num_frames: int,
-                          size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``(num_frames, size, size, 3)`` RGB frames of action ``label`` and the
-    ``(num_frames, size, size)`` mask of the pixels the actor covers."""
+                          num_frames: int, size: int,
+                          camera: Camera = Camera()
+                          ) -> Tuple[np.ndarray, np.ndarray]:
+    """``(num_frames, size, size, 3)`` RGB frames of action ``label`` filmed
+    by ``camera``, and the ``(num_frames, size, size)`` mask of the pixels
+    the actor covers."""
     if not 0 <= label < len(ACTIONS):
         raise ValueError(f'label must be in [0, {len(ACTIONS) - 1}], got '
                          f'{label}')
+    camera.check()
     frames = _camera(rng, PHOTOS[int(rng.integers(len(PHOTOS)))], num_frames,
-                     size)
+                     size, camera)
     shapes = ('square', 'disc', 'triangle')
 
     # Distractors: smaller, no spoke, each on its own straight path.
@@ -262,13 +301,14 @@ def tubelet_mask(masks: np.ndarray, grid: TokenGrid) -> np.ndarray:
 def _write_split(video_dir: Path, prefix: str, num_videos: int,
                  num_classes: int, rng: np.random.Generator, num_frames: int,
                  size: int, fps: int,
-                 grid: Optional[TokenGrid]
+                 grid: Optional[TokenGrid], camera: Camera = Camera()
                  ) -> Tuple[str, Optional[np.ndarray]]:
     lines, actor = [], []
     for index in range(num_videos):
         label = index % num_classes
         name = f'{prefix}{index:05d}.mp4'
-        frames, masks = render_clip_with_mask(rng, label, num_frames, size)
+        frames, masks = render_clip_with_mask(rng, label, num_frames, size,
+                                              camera)
         _write_mp4(video_dir / name, frames, fps)
         if grid is not None:
             actor.append(tubelet_mask(masks, grid))
@@ -325,7 +365,8 @@ def write_action_dataset(out_dir: str,
                          size: int = 64,
                          fps: int = 16,
                          seed: int = 0,
-                         grid: TokenGrid = TokenGrid()) -> Dict[str, Path]:
+                         grid: TokenGrid = TokenGrid(),
+                         camera: Camera = Camera()) -> Dict[str, Path]:
     """Write all actions in splits under ``out_dir/videos``, one list and
     one actor-mask file (``{split}_actor.npy``, see :func:`tubelet_mask`)
     each.
@@ -334,6 +375,7 @@ def write_action_dataset(out_dir: str,
         videos_per_class: clips per class for each split, default
             ``SPLITS``.
         grid: the token grid of the model the masks are for.
+        camera: how the clips are filmed.
 
     Returns:
         ``{'videos': folder, split: list, f'{split}_actor': masks, ...}``.
@@ -343,6 +385,7 @@ def write_action_dataset(out_dir: str,
             raise ValueError(f'videos_per_class[{name!r}] must be a positive '
                              f'integer, got {count}')
     _check(num_frames, size, fps, grid)
+    camera.check()
     video_dir = Path(out_dir) / 'videos'
     video_dir.mkdir(parents=True, exist_ok=True)
     paths: Dict[str, Path] = {'videos': video_dir}
@@ -352,7 +395,7 @@ def write_action_dataset(out_dir: str,
         rng = np.random.default_rng([seed, split_index])
         lines, actor = _write_split(video_dir, f'{split}_',
                                     count * len(ACTIONS), len(ACTIONS), rng,
-                                    num_frames, size, fps, grid)
+                                    num_frames, size, fps, grid, camera)
         paths[split] = Path(out_dir) / f'{split}.txt'
         paths[split].write_text(lines)
         paths[f'{split}_actor'] = Path(out_dir) / f'{split}_actor.npy'

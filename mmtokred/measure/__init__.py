@@ -2,5 +2,6 @@
 (:mod:`.forward`), FLOPs (:mod:`.flops`), memory (:mod:`.memory`), the
 machine's limits (:mod:`.peak`, :mod:`.kernels`), observation hooks
 (:mod:`.observe`) and the side-by-side routine of every benchmark
-(:mod:`.side_by_side`). The model computes; these observe it from outside.
-Import the submodules; this package imports none of them."""
+(:mod:`.side_by_side`); and of the inputs, how redundant clips are for
+NEPAM (:mod:`.redundancy`). The model computes; these observe it from
+outside. Import the submodules; this package imports none of them."""

@@ -1,0 +1,131 @@
+"""How alike neighbouring tubelets of a clip are: what NEPAM's budget
+depends on, measured with NEPAM's own window scores
+(:func:`mmtokred.ops.window_scores`).
+
+For a window shape, every window of every view gets its score (the mean
+distance of its tubelets to its first one, over the normalised pixels). The
+distance at which a share ``q`` of the windows would merge is the
+``ceil(q * n)``-th smallest of the ``n`` scores: a threshold just above it
+merges that share. Each score is also given relative to the view's
+distance between random pairs of its tubelets (the same distance, averaged
+over ``pairs`` seeded pairs of distinct tubelets), so that clips of other
+contrast compare.
+"""
+import math
+from typing import Dict, List, Sequence
+
+import torch
+from torch import Tensor
+
+from ..ops import tubelet_pixels, window_layout, window_scores
+from ..ops.checks import check_choice
+
+#: The window shapes (t, h, w) reported, and the shares of windows merged.
+WINDOWS = ((2, 1, 1), (1, 1, 2), (1, 2, 2), (2, 2, 2))
+QUANTILES = (0.1, 0.25, 0.5, 0.75)
+#: Distances with a scale (a cosine's negative similarity has none to
+#: compare against).
+DISTANCES = ('l1', 'l2')
+
+
+def share_distance(scores: Tensor, share: float) -> float:
+    """The distance at which ``share`` of ``scores`` would merge: the
+    ``ceil(share * n)``-th smallest (at least the first)."""
+    ordered = scores.flatten().sort().values
+    k = max(math.ceil(share * ordered.numel()), 1)
+    return float(ordered[k - 1])
+
+
+def pair_distances(pixels: Tensor, distance: str, pairs: int = 256,
+                   seed: int = 0) -> Tensor:
+    """``(V,)`` mean distance between ``pairs`` random pairs of distinct
+    tubelets of each view, ``pixels`` ``(V, N, P)``."""
+    n = pixels.shape[1]
+    if n < 2:
+        raise ValueError(f'a view needs two tubelets to pair, it has {n}')
+    generator = torch.Generator().manual_seed(seed)
+    first = torch.randint(n, (pairs, ), generator=generator)
+    # A shift in [1, n) makes the second tubelet another one.
+    second = (first + torch.randint(1, n, (pairs, ),
+                                    generator=generator)) % n
+    difference = pixels[:, first] - pixels[:, second]
+    per_pair = difference.abs().mean(-1) if distance == 'l1' else \
+        difference.square().mean(-1)
+    return per_pair.mean(-1)
+
+
+class Redundancy:
+    """Window scores of views, gathered over batches.
+
+    Args:
+        tubelet: ``(t, p, p)`` pixels of a token.
+        windows: window shapes ``(t, h, w)`` in tubelets.
+        distance: 'l1' or 'l2' (NEPAM's over the normalised pixels).
+        pairs: random tubelet pairs per view for the relative scale.
+    """
+
+    def __init__(self, tubelet: Sequence[int],
+                 windows: Sequence[Sequence[int]] = WINDOWS,
+                 distance: str = 'l1', pairs: int = 256) -> None:
+        check_choice('distance', distance, DISTANCES)
+        self.tubelet = tuple(tubelet)
+        self.windows = [tuple(w) for w in windows]
+        self.distance = distance
+        self.pairs = pairs
+        self.scores: Dict[tuple, List[Tensor]] = {w: [] for w in self.windows}
+        self.relative: Dict[tuple, List[Tensor]] = {
+            w: [] for w in self.windows}
+        self.views = 0
+
+    def add(self, views: Tensor) -> None:
+        """Score normalised views ``(V, C, T, H, W)``."""
+        pixels = tubelet_pixels(views.float(), self.tubelet)
+        grid = pixels.shape[1:4]
+        pixels = pixels.flatten(1, 3)
+        scale = pair_distances(pixels, self.distance, self.pairs,
+                               seed=self.views)
+        for window in self.windows:
+            members, _ = window_layout(grid, window)
+            scores = window_scores(pixels, members, self.distance)
+            self.scores[window].append(scores)
+            self.relative[window].append(
+                scores / scale[:, None].clamp(min=1e-12))
+        self.views += len(views)
+
+    def share_distances(self, window: Sequence[int], relative: bool = False,
+                        shares: Sequence[float] = QUANTILES) -> List[float]:
+        """The distance (or relative distance) at which each share of the
+        windows of shape ``window`` would merge, over every view."""
+        table = self.relative if relative else self.scores
+        scores = torch.cat(table[tuple(window)], 0)
+        return [share_distance(scores, share) for share in shares]
+
+    def merged_share(self, window: Sequence[int], threshold: float) -> float:
+        """Share of the windows of shape ``window`` scoring under
+        ``threshold`` (what NEPAM's threshold mode merges)."""
+        scores = torch.cat(self.scores[tuple(window)], 0)
+        return float((scores < threshold).float().mean())
+
+    def windows_per_view(self, window: Sequence[int]) -> int:
+        return self.scores[tuple(window)][0].shape[1]
+
+
+def format_report(report: Redundancy, own: str = '') -> str:
+    """A table: per window, the absolute and relative distance at which
+    10, 25, 50 and 75% of the windows would merge; then ``own`` (what the
+    config's NEPAM merges)."""
+    shares = ''.join(f'{f"{q:.0%} merged":>18}' for q in QUANTILES)
+    lines = [f'{report.views} views, {report.distance} distance over the '
+             'normalised pixels; each cell: absolute / relative to random '
+             'tubelet pairs of the view',
+             f'{"window":<10}{"windows":>8}{shares}']
+    for window in report.windows:
+        absolute = report.share_distances(window)
+        relative = report.share_distances(window, relative=True)
+        cells = ''.join(f'{f"{a:.3g} / {r:.2f}":>18}'
+                        for a, r in zip(absolute, relative))
+        lines.append(f'{"x".join(map(str, window)):<10}'
+                     f'{report.windows_per_view(window):>8}{cells}')
+    if own:
+        lines.append(own)
+    return '\n'.join(lines)
