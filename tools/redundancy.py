@@ -14,6 +14,7 @@ and how many windows the config's own NEPAM setting merges.
 import argparse
 import sys
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,14 +41,22 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def own_nepam(cfg: Config, report: Redundancy) -> str:
-    """What the config's NEPAM merges of these views ('' without one)."""
+def nepam_stage(cfg: Config) -> Tuple[Dict, Optional[Tuple[int, ...]]]:
+    """The config's NEPAM input stage and its (t, h, w) window ({} and None
+    without one)."""
     reduction = cfg.model.backbone.get('token_reduction') or {}
     stage = reduction.get('input') or {}
     if stage.get('type') != 'NEPAM':
-        return 'the config has no NEPAM input stage'
+        return {}, None
     window = tuple(stage.get('window', (2, 2, 2)))
-    window = window if len(window) == 3 else (1, *window)
+    return stage, window if len(window) == 3 else (1, *window)
+
+
+def own_nepam(cfg: Config, report: Redundancy) -> str:
+    """What the config's NEPAM merges of these views."""
+    stage, window = nepam_stage(cfg)
+    if window is None:
+        return 'the config has no NEPAM input stage'
     total = report.windows_per_view(window)
     if stage.get('threshold') is not None:
         share = report.merged_share(window, stage['threshold'])
@@ -81,11 +90,9 @@ def main() -> None:
     backbone = cfg.model.backbone
     patch = backbone.get('patch_size', 16)
     windows = list(WINDOWS)
-    stage = (backbone.get('token_reduction') or {}).get('input') or {}
-    if stage.get('type') == 'NEPAM':
-        own = tuple(stage.get('window', (2, 2, 2)))
-        own = own if len(own) == 3 else (1, *own)
-        windows += [own] if own not in windows else []
+    own = nepam_stage(cfg)[1]
+    if own is not None and own not in windows:
+        windows.append(own)
     report = Redundancy((backbone.get('tubelet_size', 2), patch, patch),
                         windows, args.distance)
     for batch in clips.batches:
