@@ -8,10 +8,12 @@ cases run in float64, where a change of kernel (another CPU) moves the
 scores by about 1e-16 and no ranking of tokens flips; exact equality is
 asked of the machine kind that wrote the file (:func:`machine`).
 
-``python tests/pinned_cases.py {video,timm} OUT`` writes the file.
+``python tests/pinned_cases.py {video,timm} OUT`` writes the file (JSON,
+the float64 outputs as exact hex strings).
 """
 import copy
 import functools
+import json
 import platform
 import sys
 from pathlib import Path
@@ -255,9 +257,34 @@ def timm_outputs(case: str) -> Dict[str, Tensor]:
     return out
 
 
+def _to_text(outputs: Dict[str, Tensor]) -> Dict:
+    """A case's outputs as JSON: float64 values as exact hex strings."""
+    text = {'output': dict(shape=list(outputs['output'].shape),
+                           hex=[v.hex() for v in
+                                outputs['output'].flatten().tolist()])}
+    if 'owner' in outputs:
+        text['owner'] = dict(shape=list(outputs['owner'].shape),
+                             values=outputs['owner'].flatten().tolist())
+    return text
+
+
+def _from_text(text: Dict) -> Dict[str, Tensor]:
+    outputs = {'output': torch.tensor(
+        [float.fromhex(v) for v in text['output']['hex']],
+        dtype=torch.float64).reshape(text['output']['shape'])}
+    if 'owner' in text:
+        outputs['owner'] = torch.tensor(
+            text['owner']['values'],
+            dtype=torch.int16).reshape(text['owner']['shape'])
+    return outputs
+
+
 def load(kind: str) -> Dict:
     """The pinned file of ``kind`` ('video' or 'timm')."""
-    return torch.load(PINNED / f'pinned_{kind}.pt', weights_only=True)
+    pinned = json.loads((PINNED / f'pinned_{kind}.json').read_text())
+    return {'machine': pinned['machine'],
+            'cases': {case: _from_text(text)
+                      for case, text in pinned['cases'].items()}}
 
 
 def assert_pinned(actual: Dict[str, Tensor], pinned: Dict,
@@ -286,8 +313,10 @@ def write(kind: str, path: str) -> None:
         cases, run = VIDEO_CASES, video_outputs
     else:
         cases, run = TIMM_CASES, timm_outputs
-    torch.save({'machine': machine(),
-                'cases': {case: run(case) for case in cases}}, path)
+    pinned = {'machine': machine(),
+              'cases': {case: _to_text(run(case)) for case in cases}}
+    Path(path).write_text(json.dumps(pinned, indent=0, sort_keys=True)
+                          + '\n')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """Every reducer on the VideoMAE backbone gives the pinned outputs
-(tests/data/pinned_video.pt, written by ``python tests/pinned_cases.py video
-tests/data/pinned_video.pt``): a refactoring of the reducers must not move
+(tests/data/pinned_video.json, written by ``python tests/pinned_cases.py video
+tests/data/pinned_video.json``): a refactoring of the reducers must not move
 one bit. The cases and the comparison: tests/pinned_cases.py."""
 import pytest
 

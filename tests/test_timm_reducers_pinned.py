@@ -1,7 +1,7 @@
 """Every reducer on timm's ViTs (class, distillation and register tokens, or
 none) and every paper setting gives the pinned outputs
-(tests/data/pinned_timm.pt, written by ``python tests/pinned_cases.py timm
-tests/data/pinned_timm.pt`` in the timm environment): a refactoring of the
+(tests/data/pinned_timm.json, written by ``python tests/pinned_cases.py timm
+tests/data/pinned_timm.json`` in the timm environment): a refactoring of the
 reducers must not move one bit. The cases and the comparison:
 tests/pinned_cases.py."""
 import pytest
