@@ -14,7 +14,7 @@ and how many windows the config's own NEPAM setting merges.
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,6 +23,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 import mmtokred.plugin  # noqa: E402,F401  (fixes, registers modules)
 from mmtokred.measure.redundancy import (WINDOWS, Redundancy,  # noqa: E402
                                          format_report)
+from mmtokred.reducers import NEPAM, build_reducer  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,34 +42,28 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def nepam_stage(cfg: Config) -> Tuple[Dict, Optional[Tuple[int, ...]]]:
-    """The config's NEPAM input stage and its (t, h, w) window ({} and None
-    without one)."""
-    reduction = cfg.model.backbone.get('token_reduction') or {}
-    stage = reduction.get('input') or {}
-    if stage.get('type') != 'NEPAM':
-        return {}, None
-    window = tuple(stage.get('window', (2, 2, 2)))
-    return stage, window if len(window) == 3 else (1, *window)
+def config_nepam(cfg: Config) -> Optional[NEPAM]:
+    """The config's NEPAM input stage, built (None without one)."""
+    stage = (cfg.model.backbone.get('token_reduction') or {}).get('input')
+    if not stage or stage.get('type') != 'NEPAM':
+        return None
+    return build_reducer(dict(stage))
 
 
-def own_nepam(cfg: Config, report: Redundancy) -> str:
+def own_nepam(nepam: Optional[NEPAM], report: Redundancy) -> str:
     """What the config's NEPAM merges of these views."""
-    stage, window = nepam_stage(cfg)
-    if window is None:
+    if nepam is None:
         return 'the config has no NEPAM input stage'
-    total = report.windows_per_view(window)
-    if stage.get('threshold') is not None:
-        share = report.merged_share(window, stage['threshold'])
-        how = f"threshold {stage['threshold']}"
+    total = report.windows_per_view(nepam.window)
+    if nepam.threshold is not None:
+        share = report.merged_share(nepam.window, nepam.threshold)
+        how = f'threshold {nepam.threshold}'
     else:
-        merged = stage['num_windows'] if stage.get('ratio') is None else \
-            round(stage['ratio'] * total)
-        share, how = merged / total, (f"ratio {stage['ratio']}"
-                                      if stage.get('ratio') is not None
-                                      else f"num_windows {merged}")
-    return (f"the config's NEPAM ({'x'.join(map(str, window))}, {how}) "
-            f'merges {share:.1%} of the {total} windows of a view '
+        share = nepam.merged_windows(report.grid) / total
+        how = (f'ratio {nepam.ratio}' if nepam.ratio is not None else
+               f'num_windows {nepam.num_windows}')
+    return (f"the config's NEPAM ({'x'.join(map(str, nepam.window))}, "
+            f'{how}) merges {share:.1%} of the {total} windows of a view '
             f'({share * total:.1f})')
 
 
@@ -90,16 +85,16 @@ def main() -> None:
     backbone = cfg.model.backbone
     patch = backbone.get('patch_size', 16)
     windows = list(WINDOWS)
-    own = nepam_stage(cfg)[1]
-    if own is not None and own not in windows:
-        windows.append(own)
+    nepam = config_nepam(cfg)
+    if nepam is not None and nepam.window not in windows:
+        windows.append(nepam.window)
     report = Redundancy((backbone.get('tubelet_size', 2), patch, patch),
                         windows, args.distance)
     for batch in clips.batches:
         views = preprocessor(batch, training=False)['inputs']
         report.add(views.flatten(0, 1))  # every view of every clip
     print(f'{len(clips)} clips of {clips.source}')
-    print(format_report(report, own_nepam(cfg, report)))
+    print(format_report(report, own_nepam(nepam, report)))
 
 
 if __name__ == '__main__':

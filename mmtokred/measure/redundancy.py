@@ -81,6 +81,8 @@ class Redundancy:
         """Score normalised views ``(V, C, T, H, W)``."""
         pixels = tubelet_pixels(views.float(), self.tubelet)
         grid = pixels.shape[1:4]
+        #: The token grid of the views (T', H', W').
+        self.grid = tuple(grid)
         pixels = pixels.flatten(1, 3)
         scale = pair_distances(pixels, self.distance, self.pairs,
                                seed=self.views)
