@@ -191,6 +191,23 @@ def data_options(video_data: Dict[str, str]) -> List[str]:
     ]
 
 
+def split_options(paths, splits=('train', 'val', 'test'),
+                  batch: int = 4) -> List[str]:
+    """``--cfg-options`` pointing a proxy config's ``splits`` at the clips of
+    ``write_action_dataset`` (its returned ``paths``), loaded in-process
+    in batches of ``batch``."""
+    options = []
+    for split in splits:
+        options += [
+            f'{split}_dataloader.dataset.ann_file={paths[split]}',
+            f"{split}_dataloader.dataset.data_prefix.video={paths['videos']}",
+            f'{split}_dataloader.num_workers=0',
+            f'{split}_dataloader.persistent_workers=False',
+            f'{split}_dataloader.batch_size={batch}',
+        ]
+    return options
+
+
 @pytest.fixture(scope='session')
 def tiny_checkpoint(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'

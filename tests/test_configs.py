@@ -9,14 +9,22 @@ from mmengine.config import Config
 
 from conftest import ROOT
 
-CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'configs').rglob(
-    '*.py') if not p.name.startswith('tsn_timm_'))
-#: Trained here from scratch or randomly initialised: no official weights.
+#: Settings inherited beside a config, not configs themselves.
+FRAGMENTS = ('configs/finetune/k400_schedule.py', )
+CONFIGS = sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / 'configs').rglob('*.py')
+    if not p.name.startswith('tsn_timm_')
+    and str(p.relative_to(ROOT)) not in FRAGMENTS)
+#: Trained here or randomly initialised: no official weights (the proxy's
+#: fine-tunes start from a proxy model trained here).
 LOCAL = ('configs/demo/', 'configs/proxy/')
+#: Without token reduction: the dense models, the proxy's pretraining and
+#: its fine-tune from the pretrained encoder.
+DENSE = ('_dense.py', '_pretrain.py', '_proxy_finetune.py')
 
 
 def test_the_configs_are_found():
-    assert len(CONFIGS) == 21
+    assert len(CONFIGS) == 27
     assert len([c for c in CONFIGS if c.endswith('videomae_dense.py')]) == 4
 
 
@@ -27,11 +35,12 @@ def test_config_parses_and_builds(path):
     assert backbone.type == 'TokenReductionVisionTransformer'
     assert 'mmtokred.plugin' in cfg.custom_imports['imports']
     if path.startswith(LOCAL):
-        assert cfg.load_from is None
+        assert cfg.load_from is None or cfg.load_from.startswith(
+            'work_dirs/proxy_')
     else:
         assert cfg.load_from.startswith('https://download.openmmlab.com/')
     reduction = backbone.get('token_reduction')
-    assert (reduction is None) == path.endswith('_dense.py')
+    assert (reduction is None) == path.endswith(DENSE)
     if reduction is not None:
         assert reduction.get('input') or reduction.get('blocks')
     # Built at its depth: a selected-block budget names blocks up to it.

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_tool, split_options
 from mmaction.registry import DATASETS
 
 from mmengine.config import Config
@@ -74,9 +74,10 @@ def test_motion_defines_the_class():
 
 
 def test_backgrounds_are_textured_and_the_camera_moves():
+    from mmtokred.data import HAND_HELD
     rng = np.random.default_rng(0)
     for label in range(len(ACTIONS)):
-        frames, masks = render_clip_with_mask(rng, label, 32, 64)
+        frames, masks = render_clip_with_mask(rng, label, 32, 64, HAND_HELD)
         background = ~masks.any(0)
         # Real photographs: texture everywhere, not a flat colour.
         assert frames[0][background].std(0).mean() > 8, label
@@ -87,15 +88,38 @@ def test_backgrounds_are_textured_and_the_camera_moves():
 def test_a_camera_on_a_tripod_rests_and_bad_cameras_are_named():
     from mmtokred.data import Camera
     from mmtokred.data.synthetic_videos import _camera
+    # The default camera: 70% of the clips from a tripod, the rest moving.
+    rests = [np.array_equal(clip[0], clip[-1]) for clip in (
+        _camera(np.random.default_rng(seed), 'astronaut', 8, 64)
+        for seed in range(40))]
+    assert 0.5 < np.mean(rests) < 0.9
     still = _camera(np.random.default_rng(0), 'astronaut', 8, 64,
                     Camera(still=1.))
     assert all(np.array_equal(still[0], frame) for frame in still)
-    moving = _camera(np.random.default_rng(0), 'astronaut', 8, 64)
+    moving = _camera(np.random.default_rng(0), 'astronaut', 8, 64,
+                     Camera(still=0.))
     assert not np.array_equal(moving[0], moving[-1])
     for field, value in (('still', 1.5), ('shake', -1), ('view_max', 2)):
         with pytest.raises(ValueError, match=f'camera {field} must be in'):
             render_clip_with_mask(np.random.default_rng(0), 0, 8, 64,
                                   Camera(**{field: value}))
+
+
+def test_the_hand_held_camera_reproduces_the_earlier_clips():
+    # tests/data/hand_held_clips.json: the mean of each 16x16 square of each
+    # frame of three clips, written by the generator before its camera
+    # became a setting (when HAND_HELD was the only camera).
+    from mmtokred.data import HAND_HELD, Camera
+    pinned = json.loads(
+        (ROOT / 'tests' / 'data' / 'hand_held_clips.json').read_text())
+    for key, means in pinned.items():
+        seed, label = map(int, key.split('-'))
+        for camera, same in ((HAND_HELD, True), (Camera(), False)):
+            frames, _ = render_clip_with_mask(
+                np.random.default_rng(seed), label, 8, 64, camera)
+            squares = frames.astype(np.float64).reshape(8, 4, 16, 4, 16,
+                                                        3).mean((2, 4, 5))
+            assert np.allclose(squares, means, atol=0.05) == same, key
 
 
 def test_every_actor_stands_out():
@@ -134,26 +158,13 @@ def test_actor_masks_line_up_with_the_model_grid(actions):
     assert np.array_equal(masks[0], cover >= MIN_COVER) and masks[0].any()
 
 
-def data_options(paths):
-    options = []
-    for split in ('train', 'val', 'test'):
-        options += [
-            f'{split}_dataloader.dataset.ann_file={paths[split]}',
-            f"{split}_dataloader.dataset.data_prefix.video={paths['videos']}",
-            f'{split}_dataloader.num_workers=0',
-            f'{split}_dataloader.persistent_workers=False',
-            f'{split}_dataloader.batch_size=4',
-        ]
-    return options
-
-
 @pytest.mark.slow
 def test_train_then_sweep(actions, tmp_path):
     _, paths = actions
     run_tool([
         sys.executable, 'tools/train.py', str(PROXY), '--work-dir',
         str(tmp_path / 'train'), '--cfg-options', 'train_cfg.max_epochs=1',
-        'train_cfg.val_interval=1', *data_options(paths)
+        'train_cfg.val_interval=1', *split_options(paths)
     ])
     checkpoint = tmp_path / 'train' / 'epoch_1.pth'
     assert checkpoint.exists()
@@ -163,7 +174,7 @@ def test_train_then_sweep(actions, tmp_path):
         str(checkpoint), '--methods', 'nepam', 'ppt', '--flops', '0.7',
         '0.5', '--configs', str(PROXY.with_name('videomae_proxy_nepam.py')),
         '--repeats', '1', '--work-dir', str(sweep_dir),
-        '--cfg-options', *data_options(paths)
+        '--cfg-options', *split_options(paths)
     ])
     rows = json.loads((sweep_dir / 'sweep.json').read_text())
     # Two models (the same checkpoint twice), dense, two methods at two
@@ -279,7 +290,7 @@ def test_dist_train_runs_two_processes(actions, tmp_path):
     result = run_tool([
         'bash', 'tools/dist_train.sh', str(PROXY), '2', '--work-dir',
         str(tmp_path), '--cfg-options', 'train_cfg.max_epochs=1',
-        'train_cfg.val_interval=1', *data_options(paths)
+        'train_cfg.val_interval=1', *split_options(paths)
     ], env={'PORT': '29531'})
     output = result.stdout + result.stderr
     assert 'distributed: 2 processes' in output and 'Epoch(val) [1]' in output

@@ -2,8 +2,8 @@
 
     python tools/make_action_dataset.py data/actions [--train 400] [--val 50]
         [--test 200] [--frames 32] [--size 64] [--seed 0]
-        [--camera-still 0] [--camera-pan 0.25] [--camera-shake 0.35]
-        [--camera-zoom 0.15] [--camera-view-min 120] [--camera-view-max 0.75]
+        [--camera-still 0.7] [--camera-pan 0.1] [--camera-shake 0.2]
+        [--camera-zoom 0.15] [--camera-view-min 64] [--camera-view-max 0.5]
 
 Counts are clips per class. Beside each list, ``{split}_actor.npy`` holds the
 actor masks per tubelet of the proxy model's grid. The defaults (6500 clips)

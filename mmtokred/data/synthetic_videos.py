@@ -52,21 +52,23 @@ MIN_COVER = 0.1
 
 
 class Camera(NamedTuple):
-    """How the clips are filmed. The defaults are the hand-held camera the
-    proxy has been generated with; docs/proxy.md compares what each field
-    does to the redundancy of real footage (tools/redundancy.py)."""
+    """How the clips are filmed. The defaults were calibrated against real
+    footage with tools/redundancy.py (docs/proxy.md): most clips from a
+    tripod, the rest hand-held with a gentle pan and shake, framing 64 px
+    to half of the photograph. ``HAND_HELD`` is the camera of the proxy
+    before that calibration (every clip hand-held)."""
     #: Share of the clips filmed from a tripod: no pan, shake, spin or zoom.
-    still: float = 0.
+    still: float = 0.7
     #: Largest pan, output pixels per frame.
-    pan: float = 0.25
+    pan: float = 0.1
     #: Step of the shake's random walk, output pixels per frame.
-    shake: float = 0.35
+    shake: float = 0.2
     #: Largest zoom in or out over a clip, a fraction of the view.
     zoom: float = 0.15
     #: Field of view, photograph pixels across the frame: from this many...
-    view_min: float = 120.
+    view_min: float = 64.
     #: ...to this share of the photograph's shorter side.
-    view_max: float = 0.75
+    view_max: float = 0.5
 
     def check(self) -> None:
         """Raise ValueError naming the field out of its range."""
@@ -80,6 +82,11 @@ class Camera(NamedTuple):
                     f'>= {low}'
                 raise ValueError(f'camera {name} must be in {allowed}, got '
                                  f'{value!r}')
+
+
+#: The camera of every proxy figure before the calibration of issue 22.
+HAND_HELD = Camera(still=0., pan=0.25, shake=0.35, zoom=0.15, view_min=120.,
+                   view_max=0.75)
 
 
 class TokenGrid(NamedTuple):
