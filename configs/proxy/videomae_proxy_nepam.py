@@ -1,6 +1,6 @@
-# The proxy model with NEPAM at its default (10% of the 1x2x2 windows
-# merged: 256 -> 238 tokens), for tests and pictures on the generated
-# actions.
+# The proxy model with light NEPAM (10% of the 1x2x2 windows merged: 256 ->
+# 238 tokens; the first stage of the sweep's combined methods), for tests
+# and pictures on the generated actions.
 _base_ = './videomae_proxy_dense.py'
 
 model = dict(

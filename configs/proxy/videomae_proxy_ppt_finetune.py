@@ -2,7 +2,8 @@
 # dense FLOPs (each of blocks 1-6 pools or prunes as tools/sweep.py bisects
 # it for 0.35: 256 -> 9 tokens), as videomae_proxy_tome_finetune.py does
 # for ToMe (3 epochs, a tenth of the first training's rate). PPT's authors
-# fine-tune with it on (30 epochs at lr 1e-5 on ImageNet).
+# fine-tune with it on (30 epochs at lr 1e-5 on ImageNet). Proportional
+# attention on, from videomae_proxy_tome_finetune.py.
 _base_ = './videomae_proxy_tome_finetune.py'
 
 model = dict(

@@ -3,7 +3,8 @@
 # tools/sweep.py bisects it for 0.35: 256 -> 20 tokens over 8 blocks),
 # through MMAction2's train loop: 3 epochs of the training split at a tenth
 # of the first training's rate. ToMe's authors train with merging on; the
-# gradient flows through the size-weighted merges.
+# gradient flows through the size-weighted merges. Proportional attention
+# on, as the pretrained proxy decides (docs/proxy.md).
 #   --cfg-options load_from=work_dirs/proxy_finetune_seed1/epoch_8.pth
 _base_ = './videomae_proxy_finetune.py'
 
@@ -11,7 +12,8 @@ model = dict(
     backbone=dict(
         init_cfg=None,  # every weight comes from load_from
         token_reduction=dict(
-            blocks=dict(type='ToMe', r=(48, 48, 48, 48, 32, 16, 8, 4)))))
+            blocks=dict(type='ToMe', r=(48, 48, 48, 48, 32, 16, 8, 4)),
+            proportional_attention=True)))
 load_from = 'work_dirs/proxy_finetune_seed0/epoch_8.pth'
 
 max_epochs = 3

@@ -26,10 +26,11 @@ from ..reducers import SWITCHES, every_block, proportional_blocks
 MAIN_TARGETS = (0.7, 0.5, 0.35, 0.25)
 COMBINED_TARGETS = (0.35, 0.25)
 COMPARE_TARGETS = (0.5, )
-#: NEPAM's default (configs/videomae_nepam.py), chosen on the proxy's
+#: Light NEPAM, the first stage of the combined methods (and
+#: configs/videomae_nepam_jmp.py's): chosen on the hand-held proxy's
 #: validation split as the lightest-merging window that keeps >= 98% of
-#: the dense predictions (docs/proxy_results.md); the first stage of the
-#: combined methods.
+#: the dense predictions (docs/proxy_results.md); configs/videomae_nepam.py's
+#: default until the calibrated, pretrained proxy moved it.
 NEPAM_DEFAULT = dict(type='NEPAM', window=(1, 2, 2), ratio=0.1)
 #: The block reducers a calibration method may name, by the method's name
 #: (the sweep's methods of the same names).
