@@ -1,6 +1,7 @@
 # A short fine-tune of the trained proxy model with PPT on, at 0.35 of the
-# dense FLOPs (each of blocks 1-6 pools or prunes as tools/sweep.py bisects
-# it for 0.35: 256 -> 9 tokens), as videomae_proxy_tome_finetune.py does
+# dense FLOPs without proportional attention (each of blocks 1-6 pools or
+# prunes as tools/sweep.py bisects it for 0.35: 256 -> 9 tokens; 0.36 with
+# the log-size bias counted), as videomae_proxy_tome_finetune.py does
 # for ToMe (3 epochs, a tenth of the first training's rate). PPT's authors
 # fine-tune with it on (30 epochs at lr 1e-5 on ImageNet). Proportional
 # attention on, from videomae_proxy_tome_finetune.py.

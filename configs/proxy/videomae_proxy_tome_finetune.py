@@ -1,6 +1,7 @@
 # A short fine-tune of the trained proxy model (videomae_proxy_finetune.py's
-# last epoch) with ToMe on, at 0.35 of the dense FLOPs (r per block as
-# tools/sweep.py bisects it for 0.35: 256 -> 20 tokens over 8 blocks),
+# last epoch) with ToMe on, at 0.35 of the dense FLOPs without proportional
+# attention (r per block as tools/sweep.py bisects it for 0.35: 256 -> 20
+# tokens over 8 blocks; 0.38 with the log-size bias counted),
 # through MMAction2's train loop: 3 epochs of the training split at a tenth
 # of the first training's rate. ToMe's authors train with merging on; the
 # gradient flows through the size-weighted merges. Proportional attention
