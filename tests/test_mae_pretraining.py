@@ -125,6 +125,8 @@ def test_bad_pretraining_settings_are_named():
                                                   ratio=0.5)))))
     with pytest.raises(ValueError, match='mask_ratio must be in'):
         tiny_pretrainer(mask_ratio=1.)
+    with pytest.raises(ValueError, match='clips of the configured size'):
+        tiny_pretrainer()(torch.zeros(1, 3, 4, 32, 32), mode='loss')
 
 
 def test_the_fine_tune_config_loads_the_pretrained_encoder(tmp_path):

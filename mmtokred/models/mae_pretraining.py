@@ -161,8 +161,8 @@ class VideoMAEPretrainer(BaseModel):
                 'backbone.token_reduction must be None for pretraining: '
                 'the encoder already sees only the visible tokens')
         self.backbone = MODELS.build(dict(backbone, use_mean_pooling=False))
-        self.grid = self.backbone.configured_grid
-        tube_mask(1, self.grid, mask_ratio)  # a bad ratio fails at build
+        # A bad ratio fails at build.
+        tube_mask(1, self.backbone.configured_grid, mask_ratio)
         self.mask_ratio = mask_ratio
         self.norm_pixels = norm_pixels
         tubelet, patch = self.backbone.tubelet_size, self.backbone.patch_size
@@ -176,9 +176,7 @@ class VideoMAEPretrainer(BaseModel):
         """The encoder on the tokens ``mask`` leaves visible: ``(B, V, C)``
         (V the same for every clip: tube masks hide a fixed count)."""
         backbone = self.backbone
-        _, h, w = backbone._check_input(videos)
-        x = backbone.patch_embed(videos)[0] + backbone._position_embedding(
-            h, w)
+        x = backbone.patch_embed(videos)[0] + backbone.pos_embed
         x = backbone.pos_drop(x[~mask].reshape(x.shape[0], -1, x.shape[-1]))
         state = TokenState()
         for block in backbone.blocks:
@@ -203,7 +201,13 @@ class VideoMAEPretrainer(BaseModel):
         and the mask."""
         if inputs.dim() == 6:  # (B, views, C, T, H, W) from the pipeline
             inputs = inputs.flatten(0, 1)
-        mask = tube_mask(inputs.shape[0], self.grid, self.mask_ratio,
+        grid = self.backbone.configured_grid
+        if self.backbone._check_input(inputs) != grid:
+            # The decoder's position table is of the configured grid.
+            raise ValueError(
+                f'pretraining takes clips of the configured size (token grid '
+                f'{grid}: num_frames and img_size), got {tuple(inputs.shape)}')
+        mask = tube_mask(inputs.shape[0], grid, self.mask_ratio,
                          inputs.device)
         predicted = self.decoder(self.encode(inputs, mask), mask)
         with torch.no_grad():
