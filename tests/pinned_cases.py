@@ -34,11 +34,14 @@ VIDEO_CASES: Dict[str, Dict] = {
         input=dict(type='NEPAM', window=(2, 2, 2), num_windows=3,
                    distance='cosine', representative='avg',
                    position='average'), track_source=True),
+    # The padded path; the packed one equals each clip alone
+    # (tests/test_packed.py).
     'nepam_threshold': dict(input=dict(type='NEPAM', window=(1, 2, 2),
-                                       threshold=0.6)),
+                                       threshold=0.6), packed=False),
     'nepam_threshold_tome': dict(input=dict(type='NEPAM', window=(1, 2, 2),
                                             threshold=0.6),
-                                 blocks=dict(type='ToMe', r=4)),
+                                 blocks=dict(type='ToMe', r=4),
+                                 packed=False),
     'patch_similarity': dict(input=dict(type='PatchSimilarityPruning',
                                         ratio=0.4)),
     'patch_similarity_plain_drop': dict(input=dict(

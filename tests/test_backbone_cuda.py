@@ -109,3 +109,20 @@ def test_compiles_to_one_graph_on_cuda(name):
         expected = model(video)
         got = compiled(video)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('kernel', ['per_clip', 'nested', 'flex'])
+@pytest.mark.parametrize('blocks', [None, dict(type='ToMe', r=6),
+                                    dict(type='ToMe', r=6, threshold=0.2)])
+def test_packed_batch_on_the_gpu_is_each_clip_alone(kernel, blocks):
+    """Packed threshold batches on CUDA, each packed attention kernel:
+    each clip's output as alone, in fp32."""
+    from mmtokred.ops.packed import packed_kernel_set_to
+    from test_packed import clips_of_different_redundancy
+    model = build_small(dict(THRESHOLD, blocks=blocks,
+                             proportional_attention=True)).to(DEVICE)
+    video = clips_of_different_redundancy().to(DEVICE)
+    with exact_fp32(), torch.no_grad(), packed_kernel_set_to(kernel):
+        batched = model(video)
+        alone = torch.cat([model(clip[None]) for clip in video])
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)

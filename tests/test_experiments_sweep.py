@@ -9,7 +9,8 @@ from matplotlib.colors import to_hex
 
 from mmtokred.console import duration
 from mmtokred.experiments.recipes import COMPARE_TARGETS, METHODS
-from mmtokred.experiments.sweep import (MOST_SERIES, pareto_figure,
+from mmtokred.experiments.sweep import (MOST_SERIES, format_histograms,
+                                        format_table, pareto_figure,
                                         read_table, series_styles, sweep,
                                         write_table)
 
@@ -123,3 +124,44 @@ def test_the_committed_sweep_plots_from_its_csv():
     drawn = _series(pareto_figure(rows))
     assert len(drawn) == 12  # the 11 main methods and dense
     assert len({look[:2] for look in drawn.values()}) == 12
+
+
+def test_points_whose_tokens_depend_on_the_clip_are_counted_per_view(
+        video_data, tiny_checkpoint, tmp_path, capsys):
+    """A threshold's FLOPs are each clip's (the mean of its views'), from
+    the tokens they kept; such a point is not timed on random views (which
+    would keep every token)."""
+    configs = []
+    for name, reduction in (
+            ('nepam_threshold', "dict(input=dict(type='NEPAM', "
+             "window=(1, 2, 2), ratio=None, threshold=0.3))"),
+            ('tome_threshold', "dict(blocks=dict(type='ToMe', r=8, "
+             "threshold=0.5))")):
+        path = tmp_path / f'{name}.py'
+        path.write_text(f"_base_ = '{TINY_CONFIG}'\n"
+                        f'model = dict(backbone=dict(token_reduction='
+                        f'{reduction}))\n')
+        configs.append(str(path))
+    rows = sweep(str(TINY_CONFIG), [tiny_checkpoint], [], repeats=1,
+                 configs=configs, cfg_options={
+                     'test_dataloader.dataset.ann_file':
+                     video_data['ann_file'],
+                     'test_dataloader.dataset.data_prefix.video':
+                     video_data['videos']})
+    assert 'timing 1 reductions' in capsys.readouterr().out  # dense only
+    dense, *adaptive = rows
+    assert dense['clip_flops'] is None and dense['speedup'] == 1
+    for row in adaptive:
+        assert row['speedup'] is None and row['speed_spread'] is None
+        assert len(row['clip_flops']) == 5
+        assert row['flops_ratio'] == pytest.approx(
+            sum(row['clip_flops']) / 5, abs=1e-4)
+        assert 0 < min(row['clip_flops']) <= max(row['clip_flops']) < 1
+    write_table(rows, str(tmp_path / 'sweep'))
+    read = read_table(str(tmp_path / 'sweep.csv'))
+    assert 'clip_flops' not in read[0] and read[1]['speedup'] is None
+    table = format_table(read)
+    assert re.search(r'nepam_threshold\s+-\s+[\d.]+\s+-\s', table), table
+    histograms = format_histograms(rows)
+    assert histograms.count('| FLOPs of dense | clips | |') == 2
+    assert 'nepam_threshold, model 0: 5 clips' in histograms

@@ -9,6 +9,7 @@ from mmtokred.experiments.clips import recogniser
 from mmtokred.experiments.recipes import METHODS, model_grid
 from mmtokred.measure.flops import ShapeFlops, count_gflops
 from mmtokred.measure.forward import forward_fn
+from mmtokred.measure.observe import TokenRecorder
 
 
 def test_attention_is_counted():
@@ -116,8 +117,39 @@ def test_each_reduction_is_counted_once():
 
 def test_a_reduction_whose_flops_depend_on_the_clip_is_refused():
     shapes = ShapeFlops(tiny(24).model)
-    with pytest.raises(ValueError, match='threshold mode'):
-        shapes.gflops(dict(input=dict(type='NEPAM', ratio=None,
-                                      threshold=0.5)))
+    for adaptive in (dict(input=dict(type='NEPAM', ratio=None,
+                                     threshold=0.5)),
+                     dict(blocks=dict(type='ToMe', r=4, threshold=0.5))):
+        assert shapes.depends_on_clips(adaptive)
+        with pytest.raises(ValueError, match='depend on the clip'):
+            shapes.gflops(adaptive)
+    assert not shapes.depends_on_clips(dict(blocks=dict(type='ToMe', r=4)))
     with pytest.raises(ValueError, match='Lower r'):  # the backbone's check
         shapes.gflops(dict(blocks=dict(type='PPT', blocks=(1, ), r=63)))
+
+
+@pytest.mark.parametrize('proportional', [False, True])
+@pytest.mark.parametrize('reduction', [
+    dict(input=dict(type='NEPAM', ratio=None, threshold=0.6)),
+    dict(blocks=dict(type='ToMe', r=6, threshold=0.3)),
+    dict(input=dict(type='NEPAM', ratio=None, threshold=0.6),
+         blocks=dict(type='ToMe', r=4, threshold=0.3)),
+])
+def test_each_clips_closed_form_is_its_count(counted, reduction,
+                                             proportional):
+    """A clip-dependent reduction: each view's FLOPs from the tokens it
+    kept (as the recorder records them) equal the counter's."""
+    reduction = dict(reduction, proportional_attention=proportional)
+    counted.model.backbone.set_token_reduction(reduction)
+    backbone = counted.model.backbone
+    generator = torch.Generator().manual_seed(3)
+    for flat in (0., 0.5, 1.):  # a share of each frame flat and static
+        view = torch.randn(1, 1, 3, backbone.num_frames, 64, 64,
+                           generator=generator)
+        view[..., :round(64 * flat), :] = 0.2
+        forward = forward_fn(counted.model, view, False)
+        with TokenRecorder(backbone) as recorder:
+            forward()
+        (tokens, ) = recorder.tokens_of_clips()
+        assert counted.shapes.clip_gflops(reduction, tokens) == \
+            pytest.approx(count_gflops(forward), rel=1e-12), tokens

@@ -315,7 +315,8 @@ def test_branch_counts_are_recorded():
     (dict(blocks=dict(type='SimilarityPruning', blocks=(1, ), r=-2)),
      'r must be'),
     (dict(input=dict(type='NEPAM', threshold=0.4),
-          blocks=dict(type='PPT', blocks=(1, ), r=3)), 'threshold mode'),
+          blocks=dict(type='PPT', blocks=(1, ), r=3), packed=False),
+     'threshold mode'),
 ])
 def test_bad_budgets_and_thresholds_raise(reduction, field):
     with pytest.raises(ValueError, match=field):

@@ -88,15 +88,23 @@ def test_batch_invariant_and_deterministic(reduction):
             atol=1e-5)
 
 
-def test_threshold_mode_pads_and_counts_differ():
-    model = build(dict(input=dict(NEPAM, ratio=None, threshold=0.6)))
+def test_threshold_mode_packs_or_pads_and_counts_differ():
+    threshold = dict(NEPAM, ratio=None, threshold=0.6)
     video = clips()
-    flat_clip = recorded(model, video[:1])[1].tokens_per_block[0]
-    busy_clip = recorded(model, video[1:2])[1].tokens_per_block[0]
+    packed = build(dict(input=threshold))
+    flat_clip = recorded(packed, video[:1])[1].tokens_per_block[0]
+    busy_clip = recorded(packed, video[1:2])[1].tokens_per_block[0]
     assert flat_clip < busy_clip
-    _, recorder = recorded(model, video)
-    assert recorder.final_state.padded
+    _, recorder = recorded(packed, video)
+    lengths = (flat_clip, busy_clip, busy_clip)
+    assert recorder.final_state.lengths == lengths
+    assert recorder.clip_tokens_per_block == [lengths] * 3
+    assert not recorder.final_state.padded
+    padded = build(dict(input=threshold, packed=False))
+    _, recorder = recorded(padded, video)
+    assert recorder.final_state.padded and recorder.final_state.lengths is None
     assert recorder.tokens_per_block[0] == busy_clip
+    assert recorder.clip_tokens_per_block[0] == (busy_clip, ) * 3
 
 
 def test_proportional_attention_changes_merged_outputs_only():

@@ -419,6 +419,12 @@ def test_bf16_outputs_are_finite():
      'num_windows=9'),
     (dict(blocks=dict(type='ToMe', r=1.5)), 'ToMe r'),
     ('ppt', 'token_reduction must be one of'),
+    # The timm path pads clips of different lengths; packing is the
+    # VideoMAE backbone's.
+    (dict(input=dict(type='NEPAM', window=(1, 2), threshold=0.3),
+          packed=True), 'cannot pack them'),
+    (dict(blocks=dict(type='ToMe', r=2, threshold=0.5)),
+     'which run packed'),
 ])
 def test_bad_options_are_refused_at_patch_time(reduction, match):
     with pytest.raises(ValueError, match=match):

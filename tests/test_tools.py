@@ -256,16 +256,44 @@ def test_benchmark_runs_several_configs_side_by_side(tmp_path):
         refused.stderr
 
 
-def test_threshold_benchmark_compares_padding_with_single_clips(tmp_path):
-    from mmtokred.benchmark.threshold import compare_padding
+def test_batching_benchmark_times_packed_padded_and_single_clips():
+    from mmtokred.benchmark.threshold import compare_batching, format_batching
     config = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
-    result = compare_padding(str(config), threshold=0.5, batch_size=3,
-                             repeats=1)
-    assert result['tokens_per_clip'][0] > result['tokens_per_clip'][2]
-    assert result['padded_length'] == max(result['tokens_per_clip'])
-    assert result['max_abs_diff'] < 1e-4
-    assert result['padded_speedup'] > 0
-    assert result['spread_padded_batch'] == result['spread_clip_by_clip'] == 0
+    result = compare_batching(str(config), mean_tokens=0.5, batch_size=4,
+                              repeats=1)
+    tokens = result['tokens_per_clip']
+    assert tokens == sorted(tokens) and tokens[0] < tokens[-1]
+    assert result['mean_token_share'] <= 0.5
+    assert result['padded_length'] == max(tokens)
+    assert result['max_abs_diff_packed'] < 1e-4
+    assert result['max_abs_diff_padded'] < 1e-4
+    ways = result['ways']
+    # Packed spends each clip's FLOPs, as one clip at a time does: less than
+    # padding (whose longest clip here keeps nearly every token, and whose
+    # padding bias widens attention by a channel) and than dense.
+    assert ways['packed']['gmacs_per_clip'] == pytest.approx(
+        ways['clip_by_clip']['gmacs_per_clip'], rel=1e-6)
+    assert ways['packed']['gmacs_per_clip'] < min(
+        ways['padded']['gmacs_per_clip'], ways['dense']['gmacs_per_clip'])
+    assert result['packed_vs_padded'] > 0 and result['packed_kernel']
+    table = format_batching(result)
+    for way in ('dense', 'packed', 'padded', 'clip_by_clip'):
+        assert way in table
+
+
+def test_benchmark_batching_mode_refuses_what_it_does_not_run():
+    nepam = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
+    for flags in (['--dtype', 'bf16'], ['--threshold', '0.5',
+                                        '--mean-tokens', '0.5']):
+        refused = run_tool([sys.executable, 'tools/benchmark.py', str(nepam),
+                            '--batching', *flags], check=False)
+        assert refused.returncode == 2, refused.stderr
+    refused = run_tool([sys.executable, 'tools/benchmark.py', str(nepam),
+                        '--mean-tokens', '0.5'], check=False)
+    assert 'options of --batching' in refused.stderr
+    with pytest.raises(ValueError, match='no NEPAM input stage'):
+        from mmtokred.benchmark.threshold import compare_batching
+        compare_batching(str(TINY_CONFIG), batch_size=2, repeats=1)
 
 
 class FakeClock:

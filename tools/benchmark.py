@@ -4,6 +4,13 @@
         same model] [--device cuda] [--batch-size 1] [--shape 16 224 224]
         [--repeats 3] [--amp | --dtype fp32|bf16|fp16] [--compile]
         [--stock-fp32] [--attention auto|fused|blocked] [--json result.json]
+    python tools/benchmark.py configs/videomae_nepam.py --batching
+        [--mean-tokens 0.5 | --threshold T] [--batch-size 16] [--device cuda]
+
+With --batching, the config's NEPAM runs in threshold mode (each clip keeps
+the tokens its content needs; the threshold set for a mean share of the
+tokens on clips of graded redundancy) and a batch of such clips is timed
+packed, padded and clip by clip beside dense, side by side.
 """
 import argparse
 import functools
@@ -13,6 +20,7 @@ from mmengine.config import Config, DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.compare import check_clip_shape, compare, format_table
+from mmtokred.benchmark.threshold import compare_batching, format_batching
 from mmtokred.measure.forward import DTYPES, check_device
 from mmtokred.ops.attention import CPU_KERNELS
 
@@ -26,8 +34,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='weights for all models '
                         '(default: random, the same for all)')
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
-    parser.add_argument('--batch-size', type=int, default=1,
-                        help='clips per forward pass')
+    parser.add_argument('--batch-size', type=int,
+                        help='clips per forward pass (default 1; with '
+                        '--batching 16)')
     parser.add_argument('--shape', type=int, nargs=3, metavar=('T', 'H', 'W'),
                         help="clip shape: T the config's num_frames, H and "
                         'W multiples of the patch (default: num_frames, '
@@ -49,6 +58,15 @@ def parse_args() -> argparse.Namespace:
                         help='CPU half-precision attention kernel (auto: '
                         "torch's fused kernel where the CPU has AMX, else "
                         'blocked matrix products)')
+    parser.add_argument('--batching', action='store_true',
+                        help="NEPAM's threshold mode packed, padded and clip "
+                        'by clip beside dense (one config with a NEPAM '
+                        'input stage)')
+    parser.add_argument('--mean-tokens', type=float,
+                        help='--batching: the mean share of the tokens the '
+                        'clips keep, which sets the threshold (default 0.5)')
+    parser.add_argument('--threshold', type=float,
+                        help="--batching: NEPAM's threshold as given")
     parser.add_argument('--json', help='also write the figures to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -56,6 +74,24 @@ def parse_args() -> argparse.Namespace:
     # Refused as usage errors naming the command-line option; compare()
     # makes the same checks for callers of the library, naming its
     # arguments.
+    if args.batching:
+        if len(args.config) != 1:
+            parser.error('--batching takes one config')
+        others = [flag for flag, used in (
+            ('--checkpoint', args.checkpoint), ('--shape', args.shape),
+            ('--amp', args.amp), ('--dtype', args.dtype != 'fp32'),
+            ('--compile', args.compile), ('--stock-fp32', args.stock_fp32))
+            if used]
+        if others:
+            parser.error(f'--batching times fp32 eager models with random '
+                         f'weights on its own clips: not with {others}')
+        if args.mean_tokens is not None and args.threshold is not None:
+            parser.error('give --mean-tokens or --threshold, not both')
+        if args.mean_tokens is None and args.threshold is None:
+            args.mean_tokens = 0.5
+    elif args.mean_tokens is not None or args.threshold is not None:
+        parser.error('--mean-tokens and --threshold are options of '
+                     '--batching')
     try:
         check_device(args.device, '--device')
         if args.shape is not None:
@@ -70,16 +106,23 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    result = compare(args.config[0] if len(args.config) == 1 else
-                     args.config, checkpoint=args.checkpoint,
-                     cfg_options=args.cfg_options, device=args.device,
-                     batch_size=args.batch_size, input_shape=args.shape,
-                     warmup=args.warmup, repeats=args.repeats, amp=args.amp,
-                     dtype=args.dtype, compile=args.compile,
-                     stock_fp32=args.stock_fp32,
-                     attention_kernel=args.attention,
-                     progress=functools.partial(print, flush=True))
-    print(format_table(result))
+    if args.batching:
+        result = compare_batching(
+            args.config[0], args.mean_tokens, args.threshold,
+            args.batch_size or 16, args.repeats, args.cfg_options,
+            args.device)
+        print(format_batching(result))
+    else:
+        result = compare(
+            args.config[0] if len(args.config) == 1 else args.config,
+            checkpoint=args.checkpoint, cfg_options=args.cfg_options,
+            device=args.device, batch_size=args.batch_size or 1,
+            input_shape=args.shape, warmup=args.warmup,
+            repeats=args.repeats, amp=args.amp, dtype=args.dtype,
+            compile=args.compile, stock_fp32=args.stock_fp32,
+            attention_kernel=args.attention,
+            progress=functools.partial(print, flush=True))
+        print(format_table(result))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

@@ -4,6 +4,12 @@
         [--method nepam+tome] [--clips 256] [--split train]
         --out configs/my_calibrated.py
 
+With ``--method nepam_threshold`` it sets NEPAM's threshold instead, so
+that each clip keeps the tokens its content needs and the clips' mean FLOPs
+meet the target (read off their window scores; the checkpoint's KL and
+agreement are reported; ``--held-out test`` checks the mean on another
+split); see :mod:`mmtokred.experiments.threshold_budget`.
+
 Runs the dense model once on CLIPS clips of the config's SPLIT data set
 (through its validation pipeline), then searches the method's free
 parameters (how the removal spreads over the blocks, NEPAM's ratio and
@@ -25,6 +31,8 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from mmengine.config import Config, DictAction
 from mmengine.dist import get_dist_info, init_dist, is_distributed
 from mmengine.registry import init_default_scope
@@ -34,8 +42,12 @@ from mmtokred.console import duration
 from mmtokred.experiments.calibration import (METHODS, Calibrator,
                                               SearchSpace, calibrated_config,
                                               format_candidates)
-from mmtokred.experiments.clips import SPLITS, Clips
-from mmtokred.experiments.recipes import model_grid
+from mmtokred.experiments.clips import SPLITS, Clips, recogniser
+from mmtokred.experiments.recipes import NEPAM_DEFAULT, model_grid
+from mmtokred.experiments.threshold_budget import ThresholdBudget, mean_flops
+
+#: The method that sets NEPAM's threshold for a mean FLOPs target.
+THRESHOLD_METHOD = 'nepam_threshold'
 
 
 def parse_args():
@@ -44,7 +56,8 @@ def parse_args():
     parser.add_argument('checkpoint')
     parser.add_argument('--flops', type=float, required=True,
                         help='FLOPs target as a fraction of dense, in (0, 1]')
-    parser.add_argument('--method', default='nepam+tome', choices=METHODS)
+    parser.add_argument('--method', default='nepam+tome',
+                        choices=(*METHODS, THRESHOLD_METHOD))
     parser.add_argument('--clips', type=int, default=256,
                         help='calibration clips (default 256)')
     parser.add_argument('--split', default='train', choices=SPLITS,
@@ -62,6 +75,9 @@ def parse_args():
     parser.add_argument('--options', nargs='+', action=DictAction,
                         default={}, help="options of the method's block "
                         "reducer, e.g. importance=received")
+    parser.add_argument('--held-out', choices=SPLITS,
+                        help=f'{THRESHOLD_METHOD}: also report the mean FLOPs '
+                        'on CLIPS clips of this split')
     parser.add_argument('--out', required=True,
                         help='the config to write')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -93,6 +109,8 @@ def main():
 
 
 def calibrate(args, cfg, started):
+    if args.method == THRESHOLD_METHOD:
+        return calibrate_threshold(args, cfg, started)
     rank, world = get_dist_info()
     grid = model_grid(cfg)
     space = SearchSpace(args.method, grid.depth, grid.tokens,
@@ -120,7 +138,6 @@ def calibrate(args, cfg, started):
     print(f'\nchosen ({len(tried)} candidates, {minutes:.1f} min, '
           f'{world} process{"es" if world > 1 else ""}): {figures}')
     print('token_reduction =', json.dumps(reduction))
-    base_backbone = Config.fromfile(args.config).model.backbone
     notes = [
         f'Calibrated by tools/calibrate.py: {args.method} at <= {args.flops} '
         'of the dense FLOPs,',
@@ -129,11 +146,72 @@ def calibrate(args, cfg, started):
         f'with {args.checkpoint} ({minutes:.1f} min). '
         'On those clips:', f'{figures}.',
     ]
+    write_config(args, reduction, notes)
+
+
+def write_config(args, reduction, notes):
+    base_backbone = Config.fromfile(args.config).model.backbone
     text = calibrated_config(args.config, args.out, reduction,
                              'token_reduction' in base_backbone, notes)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(f'wrote {args.out}')
+
+
+def calibrate_threshold(args, cfg, started):
+    """NEPAM's threshold for a mean FLOPs target (window and distance from
+    ``--options``), with the checkpoint's KL and agreement at it."""
+    rank, world = get_dist_info()
+    options = dict(args.options)
+    window = tuple(options.pop('window', NEPAM_DEFAULT['window']))
+    distance = options.pop('distance', 'l1')
+    if options:
+        raise SystemExit(f'--options of {THRESHOLD_METHOD}: window and '
+                         f'distance only, got {sorted(options)}')
+    budget = ThresholdBudget(cfg.model, window, distance,
+                             args.proportional_attention)
+    clips = Clips(cfg, args.split, args.pipeline, args.clips, args.seed,
+                  args.batch_size)
+    scores = clips.gather(budget.scores(cfg, clips.batches))
+    threshold = budget.threshold_for(scores, args.flops)
+    per_clip = budget.clip_flops(scores, threshold)
+    reduction = budget.reduction(threshold)
+    model = recogniser(cfg, args.checkpoint)
+    dense = clips.class_distributions(model)
+    model.backbone.set_token_reduction(reduction)
+    reduced = clips.class_distributions(model)
+    kl = float((dense.exp() * (dense - reduced)).sum(-1).mean())
+    agreement = float((reduced.argmax(-1) == dense.argmax(-1)).double()
+                      .mean())
+    lines = []
+    if args.held_out:
+        held = Clips(cfg, args.held_out, args.pipeline, args.clips,
+                     args.seed, args.batch_size)
+        held_scores = held.gather(budget.scores(cfg, held.batches))
+        lines.append(f'held out: {len(held)} clips of {held.source}: mean '
+                     f'FLOPs {mean_flops(budget, held_scores, threshold):.3f}'
+                     ' of dense')
+    if rank != 0:
+        return
+    minutes = (time.perf_counter() - started) / 60
+    quantiles = [float(q) for q in per_clip.quantile(
+        torch.tensor([0.1, 0.5, 0.9], dtype=per_clip.dtype))]
+    figures = (f'mean FLOPs {float(per_clip.mean()):.3f} of dense (10/50/90% '
+               f'of the clips at {quantiles[0]:.2f} / {quantiles[1]:.2f} / '
+               f'{quantiles[2]:.2f}), mean KL {kl:.4g}, agreement '
+               f'{100 * agreement:.1f}%')
+    print(f'NEPAM {window} threshold {threshold:.6g} on {len(clips)} clips '
+          f'({minutes:.1f} min, {world} process{"es" if world > 1 else ""})'
+          f': {figures}')
+    for line in lines:
+        print(line)
+    print('token_reduction =', json.dumps(reduction))
+    notes = [f'Calibrated by tools/calibrate.py: NEPAM threshold for a mean '
+             f'of {args.flops} of the dense FLOPs,',
+             f'on {len(clips)} clips of {clips.source} (seed {args.seed}, '
+             f'{args.pipeline} pipeline), with {args.checkpoint}. On those '
+             'clips:', f'{figures}.', *lines]
+    write_config(args, reduction, notes)
 
 
 if __name__ == '__main__':

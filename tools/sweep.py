@@ -5,6 +5,7 @@
         [--flops 0.7 0.5 0.35 0.25] [--configs CALIBRATED.py ...]
         [--work-dir work_dirs/sweep] [--repeats 3] [--cfg-options ...]
     python tools/sweep.py CONFIG --replot SWEEP.csv
+    python tools/sweep.py CONFIG --histogram SWEEP.json
 
 For each method and FLOPs target (a fraction of dense; default: the
 method's own targets) finds the least reduction within the target, runs
@@ -23,17 +24,21 @@ the evaluation's progress bar.
 
 ``--replot`` draws the plot of an earlier sweep again from its CSV (e.g.
 docs/proxy_sweep.csv, titled by CONFIG's name) beside it, as SWEEP.png,
-with no checkpoint or data.
+with no checkpoint or data. Points whose tokens depend on each clip (a
+threshold) get a histogram of the FLOPs each test clip spent, printed after
+the table; ``--histogram`` prints them again from an earlier sweep's JSON.
 """
 import argparse
+import json
 from pathlib import Path
 
 from mmengine.config import DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.experiments.recipes import METHODS
-from mmtokred.experiments.sweep import (format_table, plot_pareto, read_table,
-                                        sweep, write_table)
+from mmtokred.experiments.sweep import (format_histograms, format_table,
+                                        plot_pareto, read_table, sweep,
+                                        write_table)
 
 
 def main():
@@ -62,8 +67,17 @@ def main():
     parser.add_argument('--replot', metavar='SWEEP.csv',
                         help="only draw an earlier sweep's plot again, from "
                         'its CSV, as SWEEP.png')
+    parser.add_argument('--histogram', metavar='SWEEP.json',
+                        help="only print an earlier sweep's histograms of "
+                        'the FLOPs per clip, from its JSON')
     args = parser.parse_args()
     title = Path(args.config).stem
+    if args.histogram:
+        with open(args.histogram) as f:
+            print(format_histograms(json.load(f)) or
+                  f'{args.histogram} has no point whose tokens depend on '
+                  'the clip')
+        return
     if args.replot:
         out = str(Path(args.replot).with_suffix('.png'))
         plot_pareto(read_table(args.replot), out, title=title)
@@ -78,6 +92,10 @@ def main():
     write_table(rows, prefix)
     plot_pareto(rows, prefix + '.png', title=title)
     print('\n' + format_table(rows))
+    histograms = format_histograms(rows)
+    if histograms:
+        print('\nFLOPs per clip of the points whose tokens depend on the '
+              'clip:\n' + histograms)
     print(f'wrote {prefix}.csv, {prefix}.json, {prefix}.png')
 
 

@@ -23,6 +23,14 @@ as ``compare`` uses it): every point and dense take turns in each repetition,
 so a noisy neighbour slows them alike; a point whose timed passes spread by
 more than ``NOISY_SPREAD`` of their median is marked noisy.
 
+A configured point whose tokens depend on each clip (NEPAM's or ToMe's
+threshold) has no FLOPs from the shapes: each test view's are counted from
+the tokens it kept (``ShapeFlops.clip_gflops``; the row's ``gflops`` is
+their mean, the JSON's ``clip_flops`` each clip's ratio: the mean of its
+views'), and it is not
+timed on random views, which would keep every token
+(``tools/benchmark.py --batching`` times it on clips that differ).
+
 It says what it does as it goes: a line per phase (the bisection with its
 time, the timing with an estimate from a measured unit, decoding), then the
 evaluation's progress bar.
@@ -46,6 +54,7 @@ from ..measure.flops import ShapeFlops
 from ..measure.forward import (forward_fn, interleaved_times,
                                seconds_per_batch, spread)
 from ..measure.observe import TokenRecorder
+from ..ops.packed import split_clips
 from .clips import Clips, recogniser
 from .recipes import COMPARE_TARGETS, METHODS, least_knob, model_grid, resolve
 
@@ -70,8 +79,12 @@ class Costs:
         self.flops = ShapeFlops(cfg.model)
         self.dense = self.flops.dense
 
-    def gflops(self, reduction: Optional[Dict]) -> float:
-        """GFLOPs of one view, as ``tools/benchmark.py`` counts them."""
+    def gflops(self, reduction: Optional[Dict]) -> Optional[float]:
+        """GFLOPs of one view, as ``tools/benchmark.py`` counts them (None
+        where each clip keeps its own tokens: counted per clip by
+        :func:`evaluate`)."""
+        if self.flops.depends_on_clips(reduction):
+            return None
         return self.flops.gflops(reduction)
 
     def speedups(self, reductions: Dict[str, Optional[Dict]],
@@ -136,10 +149,13 @@ def actor_masks(cfg: Config, clips: Clips) -> Optional[torch.Tensor]:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, clips: Clips,
              reduction: Optional[Dict],
-             actor: Optional[torch.Tensor] = None) -> Dict:
+             actor: Optional[torch.Tensor] = None,
+             flops: Optional[ShapeFlops] = None) -> Dict:
     """Top-1 (the split's evaluator), predictions, object retention (with
     ``actor`` masks) and what the reducers reported, of ``model`` with
-    ``reduction`` on ``clips``."""
+    ``reduction`` on ``clips``; with ``flops``, also the GFLOPs of each
+    view (``clip_gflops``: from the tokens each kept), for reductions whose
+    tokens depend on the clip."""
     backbone = model.backbone
     track = actor is not None and reduction is not None
     backbone.set_token_reduction(
@@ -150,6 +166,7 @@ def evaluate(model: torch.nn.Module, clips: Clips,
         reducer.observing = True
     represented: List[torch.Tensor] = []
     predictions: List[int] = []
+    clip_gflops: List[float] = []
     evaluator = clips.evaluator()
     recorder = TokenRecorder(backbone)
     for batch in clips.batches:
@@ -157,15 +174,22 @@ def evaluate(model: torch.nn.Module, clips: Clips,
             outputs = model.test_step(batch)
         evaluator.process(data_samples=outputs, data_batch=batch)
         predictions += [int(o.pred_score.argmax()) for o in outputs]
+        if flops is not None:
+            clip_gflops += [flops.clip_gflops(reduction, tokens)
+                            for tokens in recorder.tokens_of_clips()]
         if track:
-            source = recorder.final_state.source
-            if source.shape[0] != len(outputs):
+            state = recorder.final_state
+            held = state.source.amax(1) if state.lengths is None else \
+                torch.cat([clip.amax(1) for clip in split_clips(
+                    state.source, state.lengths)])
+            if held.shape[0] != len(outputs):
                 raise ValueError('object retention needs one view per '
                                  'clip (the masks are per clip)')
-            represented.append(source.amax(1) > 0)
+            represented.append(held > 0)
     metrics = evaluator.evaluate(len(clips))
     result = dict(top1=float(metrics['acc/top1']), predictions=predictions,
-                  retention=None, branches={}, statistic=None)
+                  retention=None, branches={}, statistic=None,
+                  clip_gflops=clip_gflops or None)
     if actor is not None:
         if track:
             held = torch.cat(represented).cpu()
@@ -256,7 +280,12 @@ def sweep(config: str,
                         for m in models]))
     distinct = {json.dumps(r): r for p in points for r in p[3]}
     gflops = {key: costs.gflops(r) for key, r in distinct.items()}
-    speeds = costs.speedups(distinct, repeats)  # dense: 'null', timed once
+    # Random views tell nothing of what a clip-dependent budget keeps: those
+    # are timed by tools/benchmark.py on clips that differ (--batching).
+    timed = {key: r for key, r in distinct.items()
+             if gflops[key] is not None}
+    speeds = costs.speedups(timed, repeats)  # dense: 'null', timed once
+    untimed = dict(speedup=None, spread=None)
 
     print("decoding the test clips once, through the config's test "
           'pipeline', flush=True)
@@ -275,22 +304,30 @@ def sweep(config: str,
         for method, target, knob, reductions in points:
             reduction = reductions[model]
             key = json.dumps(reduction)
-            result = evaluate(network, clips, reduction, actor)
+            per_clip = gflops[key] is None
+            result = evaluate(network, clips, reduction, actor,
+                              costs.flops if per_clip else None)
+            point_gflops = float(np.mean(result['clip_gflops'])) \
+                if per_clip else gflops[key]
+            speed = speeds.get(key, untimed)
             if reference is None:
                 reference = result['predictions']
             agreement = float(np.mean(
                 np.array(result['predictions']) == np.array(reference)))
             rows.append(dict(
                 model=model, method=method, target=target,
-                knob=round(knob, 4), gflops=gflops[key],
-                flops_ratio=gflops[key] / gflops['null'],
-                speedup=speeds[key]['speedup'], top1=result['top1'],
+                knob=round(knob, 4), gflops=point_gflops,
+                flops_ratio=point_gflops / gflops['null'],
+                speedup=speed['speedup'], top1=result['top1'],
                 agreement=agreement, retention=result['retention'],
                 branches=json.dumps(result['branches']),
                 statistic=json.dumps(result['statistic']),
                 token_reduction=key,
-                speed_spread=_round(speeds[key]['spread']),
-                noisy=_noisy(speeds[key]['spread'])))
+                speed_spread=_round(speed['spread']),
+                noisy=_noisy(speed['spread']),
+                clip_flops=None if not per_clip else [
+                    round(float(g) / gflops['null'], 4) for g in np.reshape(
+                        result['clip_gflops'], (len(clips), -1)).mean(1)]))
             progress.update()
     return rows
 
@@ -303,11 +340,18 @@ def _noisy(value: Optional[float]) -> Optional[bool]:
     return None if value is None else value > NOISY_SPREAD
 
 
+#: Row keys written to the JSON only: each clip's FLOPs ratio (of points
+#: whose tokens depend on the clip; None elsewhere), too long for a cell.
+JSON_ONLY = ('clip_flops', )
+
+
 def write_table(rows: List[Dict], out_prefix: str) -> None:
-    """``out_prefix``.csv and .json."""
+    """``out_prefix``.csv (without ``JSON_ONLY``) and .json."""
     Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
     with open(f'{out_prefix}.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(
+            f, fieldnames=[k for k in rows[0] if k not in JSON_ONLY],
+            extrasaction='ignore')
         writer.writeheader()
         writer.writerows(rows)
     with open(f'{out_prefix}.json', 'w') as f:
@@ -370,9 +414,11 @@ def format_table(rows: List[Dict]) -> str:
         # Rows without a noisy column (docs/*.csv) have no mark.
         mark = marks[first['noisy']] if 'noisy' in first else ' '
         shown.add(mark)
+        speed = '-' if first['speedup'] is None else \
+            f"{first['speedup']:.2f}"
         lines.append(f"{method:<16}{target:>7}"
-                     f"{first['flops_ratio']:>7.2f}{first['speedup']:>6.2f}"
-                     f"{mark}  "
+                     f"{first['flops_ratio']:>7.2f}{speed:>6}"
+                     f"{mark if first['speedup'] is not None else ' '}  "
                      + ''.join(f'{c:<{width}}' for c in cells) + notes)
     if '*' in shown:
         lines.append(f'* noisy speed: the timed passes spread by more than '
@@ -384,6 +430,41 @@ def format_table(rows: List[Dict]) -> str:
         lines.append('? one timed pass (--repeats 1): its spread, and so '
                      'whether it is noisy, is unknown')
     return '\n'.join(lines)
+
+
+def flops_histogram(ratios: Sequence[float], width: float = 0.05,
+                    bar: int = 40) -> str:
+    """A markdown table of how many clips spent each FLOPs ratio (of
+    dense), in bins of ``width``, with a bar of ``#`` scaled to the fullest
+    bin."""
+    values = torch.as_tensor(list(ratios), dtype=torch.float64)
+    if not len(values):
+        raise ValueError('no FLOPs ratios to draw')
+    # The small offset keeps a ratio on a bin's edge in that bin.
+    bins = (values / width + 1e-9).floor().long()
+    first = int(bins.min())
+    counts = torch.bincount(bins - first).tolist()
+    most = max(counts)
+    lines = ['| FLOPs of dense | clips | |', '| --- | --- | --- |']
+    for index, count in enumerate(counts, first):
+        lines.append(f'| {index * width:.2f}-{(index + 1) * width:.2f} | '
+                     f"{count} | {'#' * round(bar * count / most)} |")
+    return '\n'.join(lines)
+
+
+def format_histograms(rows: List[Dict]) -> str:
+    """:func:`flops_histogram` of every point with ``clip_flops`` (its
+    tokens depend on the clip), headed by its method and model; '' where
+    there is none."""
+    parts = []
+    for row in rows:
+        if row.get('clip_flops'):
+            ratios = row['clip_flops']
+            parts.append(
+                f"{row['method']}, model {row['model']}: {len(ratios)} "
+                f"clips, mean FLOPs {np.mean(ratios):.3f} of dense, top-1 "
+                f"{100 * row['top1']:.1f}\n" + flops_histogram(ratios))
+    return '\n\n'.join(parts)
 
 
 #: What tells series apart: ten colours (matplotlib's default cycle), seven

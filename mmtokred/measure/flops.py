@@ -17,7 +17,7 @@ sorting, gathers or elementwise work).
 import inspect
 import json
 import math
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -109,16 +109,49 @@ class ShapeFlops:
         self.dense = self.gflops(None)
 
     def gflops(self, token_reduction: Optional[Dict]) -> float:
-        """GFLOPs (multiply-accumulates) with ``token_reduction``."""
+        """GFLOPs (multiply-accumulates) with ``token_reduction``.
+
+        Raises:
+            ValueError: where the tokens depend on each clip (NEPAM's or
+                ToMe's threshold): count those per clip
+                (:meth:`clip_gflops`).
+        """
         return self._count(token_reduction)[1] / 1e9
 
     def tokens(self, token_reduction: Optional[Dict]) -> List[int]:
         """Tokens entering every block, then those leaving the last."""
         return list(self._count(token_reduction)[0])
 
+    def depends_on_clips(self, token_reduction: Optional[Dict]) -> bool:
+        """Whether each clip keeps its own number of tokens (an input stage
+        that may pad, a block stage of variable length)."""
+        backbone = self._planner
+        backbone.set_token_reduction(token_reduction or None)
+        return bool(
+            getattr(backbone.input_reducer, 'may_pad', False)
+            or getattr(backbone.block_reducer, 'variable_length', False))
+
+    def clip_gflops(self, token_reduction: Optional[Dict],
+                    tokens: Sequence[int]) -> float:
+        """GFLOPs of one view that kept ``tokens`` (entering every block,
+        then leaving the last: what :class:`~.observe.TokenRecorder`
+        records of a clip), for reductions whose tokens depend on the
+        clip."""
+        if len(tokens) != self.depth + 1:
+            raise ValueError(f'tokens must list the {self.depth} blocks and '
+                             f'the tokens leaving the last, got {len(tokens)}')
+        self._planner.set_token_reduction(token_reduction or None)
+        return self._macs(token_reduction or {}, list(tokens)) / 1e9
+
     def _count(self, reduction: Optional[Dict]) -> Tuple[List[int], int]:
         key = json.dumps(reduction, sort_keys=True)
         if key not in self.counted:
+            if self.depends_on_clips(reduction):
+                raise ValueError(
+                    'this token_reduction keeps as many tokens as each clip '
+                    'allows (a threshold): its FLOPs depend on the clip; '
+                    'count them per clip from the tokens it kept '
+                    '(ShapeFlops.clip_gflops) or with count_gflops')
             self.counted[key] = self._closed_form(reduction or {})
         return self.counted[key]
 
@@ -131,7 +164,13 @@ class ShapeFlops:
         last = tokens[-1]
         tokens.append(last - (0 if blocks is None else
                               blocks.removal(self.depth - 1, last)))
+        return tokens[:], self._macs(reduction, tokens)
 
+    def _macs(self, reduction: Dict, tokens: List[int]) -> int:
+        """Multiply-accumulates of a view whose blocks see ``tokens`` (the
+        planner set to ``reduction``)."""
+        backbone = self._planner
+        blocks = backbone.block_reducer
         w = self.widths
         track = reduction.get('track_source', False)
         proportional = reduction.get('proportional_attention', False)
@@ -152,4 +191,4 @@ class ShapeFlops:
                 own, carries = blocks.macs(n, n - left, w)
                 macs += own
                 sized = sized or carries
-        return tokens, macs
+        return macs

@@ -14,7 +14,7 @@ managers::
 timm ViT's, patched or not).
 """
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +52,10 @@ class TokenRecorder(_Hooks):
     """What the last forward pass did with the tokens.
 
     Attributes:
-        tokens_per_block: tokens that entered each block.
+        tokens_per_block: tokens that entered each block (of a packed
+            batch: its longest clip's, what padding would carry).
+        clip_tokens_per_block: the tokens of each clip that entered each
+            block, a tuple per block.
         input_state: the :class:`~mmtokred.ops.TokenState` entering the
             first block (after the input stage).
         block_states: the state leaving each block of ``states_of``.
@@ -70,6 +73,9 @@ class TokenRecorder(_Hooks):
         self.blocks = list(backbone.blocks)
         self.states_of = set(states_of) | {len(self.blocks) - 1}
         self.tokens_per_block: List[int] = []
+        self.clip_tokens_per_block: List[Tuple[int, ...]] = []
+        #: The tokens of each clip leaving the last block.
+        self.clip_tokens_out: Tuple[int, ...] = ()
         self.input_state: Optional[TokenState] = None
         self.block_states: Dict[int, TokenState] = {}
 
@@ -77,21 +83,35 @@ class TokenRecorder(_Hooks):
     def final_state(self) -> Optional[TokenState]:
         return self.block_states.get(len(self.blocks) - 1)
 
+    def tokens_of_clips(self) -> List[List[int]]:
+        """Per clip of the last pass: the tokens entering every block, then
+        those leaving the last (what ``ShapeFlops.clip_gflops`` counts)."""
+        return [list(clip) for clip in zip(*self.clip_tokens_per_block,
+                                           self.clip_tokens_out)]
+
     def _install(self) -> None:
         # Hooks must return None: a value would replace inputs or outputs.
         def entering(index: int):
             def hook(module, args):
                 if index == 0:
                     self.tokens_per_block = []
+                    self.clip_tokens_per_block = []
                     self.block_states = {}
                     self.input_state = args[1]
-                self.tokens_per_block.append(args[0].shape[1])
+                x, state = args[0], args[1]
+                lengths = state.lengths or (x.shape[1], ) * x.shape[0]
+                self.clip_tokens_per_block.append(tuple(lengths))
+                self.tokens_per_block.append(max(lengths, default=0))
             return hook
 
         def leaving(index: int):
             def hook(module, args, output):
                 if index in self.states_of:
                     self.block_states[index] = output[1]
+                if index == len(self.blocks) - 1:
+                    x, state = output
+                    self.clip_tokens_out = tuple(
+                        state.lengths or (x.shape[1], ) * x.shape[0])
             return hook
 
         for index, block in enumerate(self.blocks):

@@ -3,7 +3,7 @@
 The backbone swaps the classes of its stock modules to these subclasses
 (as ToMe does), so parameters and state-dict keys stay exactly the stock ones.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,7 @@ from mmaction.models.backbones.vit_mae import Attention, Block
 from torch import Tensor
 
 from ..ops import TokenState, attention
+from ..ops.packed import packed_attention
 from ..reducers import AttentionInputs, BlockReducer
 
 
@@ -22,10 +23,13 @@ class FusedAttention(Attention):
 
     def forward(self,
                 x: Tensor,
-                key_bias: Optional[Tensor] = None
+                key_bias: Optional[Tensor] = None,
+                lengths: Optional[Sequence[int]] = None
                 ) -> Tuple[Tensor, AttentionInputs]:
         """Attend over ``x`` ``(B, N, C)``, adding ``key_bias`` ``(B, N)``
-        (log size, padding) to the logits of each key.
+        (log size, padding) to the logits of each key. With ``lengths``,
+        ``x`` is a packed batch ``(1, sum(lengths), C)`` and each clip
+        attends to itself only.
 
         Returns:
             The attention output ``(B, N, C)`` and what it attended with,
@@ -40,13 +44,12 @@ class FusedAttention(Attention):
             qkv = self.qkv(x)
         q, k, v = qkv.reshape(B, N, 3, self.num_heads,
                               -1).permute(2, 0, 3, 1, 4).unbind(0)
-        x = attention(
-            q,
-            k,
-            v,
-            self.scale,
-            key_bias,
-            dropout_p=self.attn_drop.p if self.training else 0.)
+        dropout_p = self.attn_drop.p if self.training else 0.
+        if lengths is None:
+            x = attention(q, k, v, self.scale, key_bias, dropout_p)
+        else:
+            x = packed_attention(q, k, v, self.scale, lengths, key_bias,
+                                 dropout_p)
         x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
         return x, AttentionInputs(q, k, v, self.scale, key_bias)
 
@@ -67,11 +70,12 @@ class ReducibleBlock(Block):
                 block_index: int = 0,
                 proportional_attention: bool = False
                 ) -> Tuple[Tensor, TokenState]:
-        """Run the block on ``x`` ``(B, N, C)``; ``reducer`` may shrink N."""
+        """Run the block on ``x`` ``(B, N, C)`` (packed: ``(1, sum, C)``, see
+        ``state.lengths``); ``reducer`` may shrink N."""
         gamma_1 = getattr(self, 'gamma_1', None)
         gamma_2 = getattr(self, 'gamma_2', None)
         key_bias = state.key_bias(proportional_attention)
-        attn, inputs = self.attn(self.norm1(x), key_bias)
+        attn, inputs = self.attn(self.norm1(x), key_bias, state.lengths)
         x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
         if reducer is not None:
             x, state = reducer(x, inputs, state, block_index)

@@ -10,6 +10,7 @@ from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from ..ops import TokenState
+from ..ops.packed import first_tokens, pack_padded
 from ..reducers import (REDUCERS, TokenReduction, build_reducer,
                         build_token_reduction)
 from .blocks import FusedAttention, ReducibleBlock
@@ -57,8 +58,9 @@ class TokenReductionVisionTransformer(VisionTransformer):
 
     Args:
         token_reduction (dict, optional): ``dict(input=..., blocks=...,
-            proportional_attention=False, track_source=False)``, the first
-            two optional configs of registered reducers; see
+            proportional_attention=False, track_source=False,
+            packed=True)``, the first two optional configs of registered
+            reducers; see
             :mod:`mmtokred.reducers`. None keeps every token.
         *args, **kwargs: the arguments of mmaction's ``VisionTransformer``.
 
@@ -66,9 +68,10 @@ class TokenReductionVisionTransformer(VisionTransformer):
         input_reducer (InputReducer | None): the ``input`` stage.
         block_reducer (BlockReducer | None): the ``blocks`` stage (its
             ``branch_counts()`` for adaptive reducers).
-        proportional_attention (bool), track_source (bool): the switches.
+        proportional_attention (bool), track_source (bool), packed (bool):
+            the switches.
 
-    All four are set by :meth:`set_token_reduction`. What a forward pass did
+    All five are set by :meth:`set_token_reduction`. What a forward pass did
     with the tokens (how many entered each block, their state, time in the
     reducers) is observed from outside, with the forward hooks of
     :mod:`mmtokred.measure.observe`.
@@ -119,6 +122,7 @@ class TokenReductionVisionTransformer(VisionTransformer):
             reduction.blocks.to(device)
         self.proportional_attention = reduction.proportional_attention
         self.track_source = reduction.track_source
+        self.packed = reduction.packed
 
     def _check_input(self, x: Tensor) -> Tuple[int, int, int]:
         """Validate a clip batch and return its (T', H', W') token grid."""
@@ -188,6 +192,8 @@ class TokenReductionVisionTransformer(VisionTransformer):
             state.source = torch.eye(
                 x.shape[1], device=x.device,
                 dtype=x.dtype).expand(x.shape[0], -1, -1)
+        if state.padded and self.packed:
+            x, state = pack_padded(x, state)
         x = self.pos_drop(x)
         for index, block in enumerate(self.blocks):
             x, state = block(
@@ -200,4 +206,6 @@ class TokenReductionVisionTransformer(VisionTransformer):
                              self.embed_dims).permute(0, 4, 1, 2, 3)
         if self.fc_norm is not None:
             return self.fc_norm(state.pool(x))
+        if state.lengths is not None:  # each clip's first token
+            return x[0, first_tokens(state.lengths, x.device)]
         return x[:, 0]

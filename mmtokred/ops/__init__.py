@@ -10,19 +10,22 @@ from .joint_merge_prune import joint_merge_prune
 from .neighbour_merge import (DISTANCES, POSITIONS, REPRESENTATIVES,
                               neighbour_merge, tubelet_pixels, window_layout,
                               window_scores)
+from .packed import PACKED_KERNELS, packed_attention
 from .pruning import KEEP_MEAN, keep_tokens, prune
 from .schedules import SCHEDULES, TokenPlan, merge_schedule, plan_tokens
 from .similarity_pruning import similarity_prune_index
 from .token_state import PADDING_BIAS, TokenState, weighted_mean
 
 __all__ = [
-    'DISTANCES', 'KEEP_MEAN', 'PADDING_BIAS', 'POSITIONS', 'REPRESENTATIVES',
+    'DISTANCES', 'KEEP_MEAN', 'PACKED_KERNELS', 'PADDING_BIAS', 'POSITIONS',
+    'REPRESENTATIVES',
     'SCHEDULES', 'TokenPlan', 'TokenState', 'activation_norm_importance',
     'attention_sharpness_importance', 'attention', 'bipartite_soft_matching',
     'concentration', 'joint_merge_prune', 'keep_tokens', 'merge_in_rounds',
     'merge_into_kept',
     'merge_schedule', 'merge_with_sizes',
-    'neighbour_merge', 'plan_tokens', 'pooled_query_importance', 'prune',
+    'neighbour_merge', 'packed_attention', 'plan_tokens',
+    'pooled_query_importance', 'prune',
     'random_importance', 'received_attention_importance',
     'similarity_prune_index', 'tubelet_pixels', 'weighted_mean',
     'window_layout', 'window_scores'

@@ -24,13 +24,13 @@ on an AMX Xeon the fused kernel is 16x faster than those products (31 against
 of the machine, the same test torch's kernel makes; ``MMTOKRED_CPU_ATTENTION``
 or :func:`set_cpu_kernel` overrides it.
 """
-import contextlib
-import os
-from typing import Dict, Iterator, Optional
+from typing import ContextManager, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .kernel_setting import KernelSetting
 
 #: Queries per block of the CPU half-precision blocked path.
 QUERY_BLOCK = 128
@@ -40,33 +40,18 @@ CPU_KERNELS = ('auto', 'fused', 'blocked')
 CPU_KERNEL_ENV = 'MMTOKRED_CPU_ATTENTION'
 
 
-def _check_kernel(name: str, kernel: object) -> str:
-    if kernel not in CPU_KERNELS:
-        raise ValueError(f'{name} must be one of {CPU_KERNELS}, got '
-                         f'{kernel!r}')
-    return kernel
-
-
-_cpu_kernel = _check_kernel(CPU_KERNEL_ENV,
-                            os.environ.get(CPU_KERNEL_ENV, 'auto'))
+_CPU_KERNEL = KernelSetting(CPU_KERNEL_ENV, CPU_KERNELS)
 
 
 def set_cpu_kernel(kernel: str) -> str:
     """Set the CPU half-precision attention kernel ('auto', 'fused' or
     'blocked') for this process; returns the previous setting."""
-    global _cpu_kernel
-    previous, _cpu_kernel = _cpu_kernel, _check_kernel('kernel', kernel)
-    return previous
+    return _CPU_KERNEL.set(kernel)
 
 
-@contextlib.contextmanager
-def cpu_kernel_set_to(kernel: str) -> Iterator[None]:
+def cpu_kernel_set_to(kernel: str) -> ContextManager[None]:
     """:func:`set_cpu_kernel` for the duration of a ``with`` block."""
-    previous = set_cpu_kernel(kernel)
-    try:
-        yield
-    finally:
-        set_cpu_kernel(previous)
+    return _CPU_KERNEL.set_to(kernel)
 
 
 def _probe_matrix_units() -> Dict[torch.dtype, bool]:
@@ -96,9 +81,10 @@ def cpu_kernel(dtype: torch.dtype) -> str:
     """The kernel :func:`attention` runs for CPU tensors of ``dtype``:
     'fused' (torch's) or 'blocked' (:func:`blocked_attention`, half
     precision only)."""
-    if dtype not in (torch.bfloat16, torch.float16) or _cpu_kernel == 'fused':
+    setting = _CPU_KERNEL.value
+    if dtype not in (torch.bfloat16, torch.float16) or setting == 'fused':
         return 'fused'
-    if _cpu_kernel == 'blocked':
+    if setting == 'blocked':
         return 'blocked'
     return 'fused' if fused_kernel_has_matrix_units(dtype) else 'blocked'
 
@@ -109,7 +95,7 @@ def cpu_kernel_reason(dtype: torch.dtype) -> str:
     name = {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dtype)
     if name is None:
         return f'{kernel} ({dtype}: the fused kernel always)'
-    if _cpu_kernel != 'auto':
+    if _CPU_KERNEL.value != 'auto':
         return f'{kernel} ({name}: set by {CPU_KERNEL_ENV} or set_cpu_kernel)'
     units = 'AMX' if dtype == torch.bfloat16 else 'AMX-FP16'
     if fused_kernel_has_matrix_units(dtype):
@@ -155,9 +141,22 @@ def attention(q: Tensor,
     if (q.device.type == 'cpu' and dropout_p == 0
             and cpu_kernel(q.dtype) == 'blocked'):
         return blocked_attention(q, k, v, scale, key_bias)
+    head_dim = v.shape[-1]
+    q, k, v, scale = with_bias_channel(q, k, v, scale, key_bias)
+    out = F.scaled_dot_product_attention(
+        q, k, v, dropout_p=dropout_p, scale=scale)
+    return out if key_bias is None else out[..., :head_dim]
+
+
+def with_bias_channel(q: Tensor, k: Tensor, v: Tensor, scale: float,
+                      key_bias: Optional[Tensor]
+                      ) -> Tuple[Tensor, Tensor, Tensor, float]:
+    """``q, k, v, scale`` for a kernel without bias: the per-key bias as one
+    more channel (q' = [q * scale, 1], k' = [k, bias], v' = [v, 0], scale
+    1), padded with zeros to a multiple of 8. Unchanged without a bias; the
+    output's channels past ``v``'s are to be cut off."""
     if key_bias is None:
-        return F.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout_p, scale=scale)
+        return q, k, v, scale
     head_dim = q.shape[-1]
     extra = 8 - head_dim % 8  # at least the one bias channel
     bias = key_bias.to(k.dtype)[:, None, :, None].expand(*k.shape[:-1], 1)
@@ -165,6 +164,4 @@ def attention(q: Tensor,
               (0, extra - 1))
     k = F.pad(torch.cat([k, bias], -1), (0, extra - 1))
     v = F.pad(v, (0, extra))
-    out = F.scaled_dot_product_attention(
-        q, k, v, dropout_p=dropout_p, scale=1.)
-    return out[..., :head_dim]
+    return q, k, v, 1.

@@ -18,7 +18,8 @@ def bipartite_soft_matching(
         metric: Tensor,
         r: int,
         protected: int = 0,
-        valid: Optional[Tensor] = None) -> Tuple[Merge, int]:
+        valid: Optional[Tensor] = None,
+        threshold: Optional[float] = None) -> Tuple[Merge, int]:
     """Match ``r`` tokens of one half into their most similar partners.
 
     Tokens alternate into sets A (even positions) and B (odd positions);
@@ -34,6 +35,9 @@ def bipartite_soft_matching(
         valid: ``(B, N)`` False for padding, which must sit after the real
             tokens: padding is neither merged nor merged into, so a clip
             merges the same tokens alone and in a padded batch.
+        threshold: merge only the pairs more similar than this (cosine), at
+            most ``r``: an adaptive count, so for one clip (B = 1) only; the
+            count becomes a host integer (one wait for the device).
 
     Returns:
         ``merge(x, reduce)`` that applies the matching to any ``(B, N, C)``
@@ -58,6 +62,14 @@ def bipartite_soft_matching(
             scores.masked_fill_(~valid[:, ::2, None], -torch.inf)
             scores.masked_fill_(~valid[:, None, 1::2], -torch.inf)
         node_max, node_idx = scores.max(dim=-1)
+        if threshold is not None:
+            if metric.shape[0] != 1:
+                raise ValueError('a threshold gives each clip its own count: '
+                                 'match one clip at a time (B = 1), got '
+                                 f'B = {metric.shape[0]}')
+            r = min(r, int((node_max > threshold).sum()))
+            if r == 0:
+                return (lambda x, reduce='mean': x), 0
         edge_idx = node_max.argsort(dim=-1, descending=True, stable=True)
         unmerged_idx = edge_idx[:, r:, None]
         src_idx = edge_idx[:, :r, None]

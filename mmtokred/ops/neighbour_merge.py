@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import check_choice, check_window_fits
+from .packed import pack
 from .token_state import TokenState
 
 DISTANCES = ('l1', 'l2', 'cosine')
@@ -111,7 +112,8 @@ def neighbour_merge(video: Tensor,
                     representative: str = 'keep1',
                     position: str = 'representative',
                     track_source: bool = False,
-                    keep: int = 0) -> Tuple[Tensor, TokenState]:
+                    keep: int = 0,
+                    packed: bool = False) -> Tuple[Tensor, TokenState]:
     """Embed ``video`` with the most uniform windows merged into one token.
 
     Args:
@@ -133,6 +135,9 @@ def neighbour_merge(video: Tensor,
         track_source: also return which input tubelets each token holds.
         keep: which tubelet of a window (in (t, h, w) order) stands for it;
             windows are scored against their first tubelet whatever it is.
+        packed: with ``threshold``, return the clips packed into one
+            sequence ``(1, sum, E)`` (``state.lengths``; only real tokens
+            projected) where they differ in length, instead of padded.
 
     Returns:
         Tokens ``(B, N, E)`` with position embedding, and their state (sizes
@@ -161,9 +166,10 @@ def neighbour_merge(video: Tensor,
         -1, -1, volume - 1).flatten(1)
     kept_counts = n0 - dropped.sum(1)
     if threshold is None:  # the same count in every clip: known, no sync
-        length = n0 - num_merged * (volume - 1)
-    else:  # clips differ: pad to the longest
-        length = int(kept_counts.max())
+        length, padded = n0 - num_merged * (volume - 1), False
+    else:  # clips differ: pad to the longest (one wait for the device)
+        counts = kept_counts.tolist()
+        length, padded = max(counts), min(counts) < max(counts)
     # Kept tubelets first, in grid order.
     index = dropped.to(torch.uint8).argsort(dim=1, stable=True)[:, :length]
 
@@ -179,17 +185,20 @@ def neighbour_merge(video: Tensor,
                                             pixels[:, references])
     channels = pixels.shape[-1]
     chosen = pixels.gather(1, index[..., None].expand(-1, -1, channels))
-    tokens = F.linear(chosen, weight.flatten(1), bias)
-
     pos = pos_embed.expand(batch, -1, -1)
     if position == 'average':
         pos = pos.clone()
         pos[:, references] = torch.where(merged[..., None],
                                          pos_embed[:, members].mean(2),
                                          pos[:, references])
-    tokens = tokens + pos.gather(
-        1, index[..., None].expand(-1, -1, pos.shape[-1]))
-    tokens = tokens.masked_fill(padding[..., None], 0.)
+    pos = pos.gather(1, index[..., None].expand(-1, -1, pos.shape[-1]))
+    lengths = None
+    if packed and padded:  # only the real tokens go on
+        lengths = tuple(counts)
+        chosen, pos, size = (pack(t, lengths) for t in (chosen, pos, size))
+    tokens = F.linear(chosen, weight.flatten(1), bias) + pos
+    if padded and lengths is None:
+        tokens = tokens.masked_fill(padding[..., None], 0.)
 
     source = None
     if track_source:
@@ -203,6 +212,8 @@ def neighbour_merge(video: Tensor,
         token_of_patch = rank.gather(1, owner)  # (B, N0)
         source = F.one_hot(token_of_patch, length).transpose(1, 2).to(
             tokens.dtype)
+        if lengths is not None:
+            source = pack(source, lengths)
     return tokens, TokenState(
         size=size[..., None], source=source,
-        padded=threshold is not None and bool(padding.any()))
+        padded=padded and lengths is None, lengths=lengths)

@@ -1,6 +1,6 @@
 """What each token stands for, tracked in one place through the blocks."""
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -23,10 +23,14 @@ class TokenState:
             or None when not tracked (it costs ``N * N0`` per clip).
         padded: whether some tokens are padding (size 0) that attention must
             not attend to.
+        lengths: set when the batch is packed (:mod:`.packed`): the tokens
+            are ``(1, sum(lengths), C)``, clip after clip, and ``size`` and
+            ``source`` are packed alike.
     """
     size: Optional[Tensor] = None
     source: Optional[Tensor] = None
     padded: bool = False
+    lengths: Optional[Tuple[int, ...]] = None
 
     def sizes_like(self, x: Tensor) -> Tensor:
         """``size``, or ones of shape ``(B, N, 1)`` when not tracked yet."""
@@ -52,8 +56,11 @@ class TokenState:
     def pool(self, x: Tensor) -> Tensor:
         """Mean over tokens, weighted by size so every input patch counts once.
 
-        Without sizes this is ``x.mean(1)``, bit for bit.
+        Without sizes this is ``x.mean(1)``, bit for bit. Packed: ``(B, C)``,
+        one mean per clip.
         """
+        if self.lengths is not None:
+            return packed_weighted_mean(x, self.size, self.lengths)
         if self.size is None:
             return x.mean(1)
         return weighted_mean(x, self.size)
@@ -67,3 +74,25 @@ def weighted_mean(x: Tensor, size: Tensor) -> Tensor:
     wide = torch.promote_types(x.dtype, torch.float32)
     size = size.to(wide)
     return ((x.to(wide) * size).sum(1) / size.sum(1)).to(x.dtype)
+
+
+def packed_weighted_mean(x: Tensor, size: Optional[Tensor],
+                         lengths: Sequence[int]) -> Tensor:
+    """``(B, C)`` mean of each clip's tokens of the packed ``x``
+    ``(1, sum, C)``, weighted by ``size`` ``(1, sum, 1)`` (None: each token
+    one patch), in ``x``'s dtype with an fp32 sum, as
+    :func:`~mmtokred.ops.token_state.weighted_mean` pools one clip. A clip
+    without tokens has no mean: its row is NaN, never a silent zero."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    if size is None:
+        size = x.new_ones(*x.shape[:2], 1)
+    size = size.to(wide)
+    clip = torch.repeat_interleave(
+        torch.arange(len(lengths), device=x.device),
+        torch.tensor(list(lengths), device=x.device),
+        output_size=x.shape[1])
+    channels = x.shape[-1]
+    sums = x.new_zeros(len(lengths), channels, dtype=wide).index_add_(
+        0, clip, (x[0].to(wide) * size[0]))
+    weights = size.new_zeros(len(lengths)).index_add_(0, clip, size[0, :, 0])
+    return (sums / weights[:, None]).to(x.dtype)

@@ -25,6 +25,11 @@ Two switches apply to the whole backbone:
   off the shelf, like VideoMAE.
 - ``track_source`` (default False): keep the ``(B, N, N0)`` map of which
   input patches each token holds, for pictures.
+- ``packed`` (default True where the backbone can pack): clips that keep
+  different numbers of tokens (NEPAM's threshold, ToMe's similarity
+  threshold) run packed into one sequence, each attending to itself
+  (:mod:`mmtokred.ops.packed`); False pads them to the longest (only
+  reducers with ``supports_padding`` follow a padding input stage then).
 """
 import math
 from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
@@ -34,11 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import TokenPlan, TokenState, plan_tokens
+from ..ops.packed import pack_equal, packed_cat, split_clips
 from .costs import Widths
 from .registry import Builder, build_reducer
 
 STAGES = ('input', 'blocks')
-SWITCHES = ('proportional_attention', 'track_source')
+SWITCHES = ('proportional_attention', 'track_source', 'packed')
 
 
 class AttentionInputs(NamedTuple):
@@ -53,6 +59,14 @@ class AttentionInputs(NamedTuple):
     def metric(self) -> Tensor:
         """The keys averaged over heads ``(B, N, D)``: ToMe's similarity."""
         return self.k.mean(1)
+
+    def packed(self) -> 'AttentionInputs':
+        """These inputs of a batch of clips of one length, packed as
+        :func:`~mmtokred.ops.packed.pack_equal` packs its tokens."""
+        q, k, v = (t.transpose(0, 1).reshape(1, t.shape[1], -1, t.shape[-1])
+                   for t in (self.q, self.k, self.v))
+        bias = None if self.key_bias is None else self.key_bias.reshape(1, -1)
+        return AttentionInputs(q, k, v, self.scale, bias)
 
     def class_attention(self) -> Tensor:
         """``(B, H, N)`` attention the class token (token 0) pays to every
@@ -146,8 +160,13 @@ class InputReducer(Reducer):
     """Turns pixels into (fewer) tokens before the first block."""
 
     #: Whether clips of one batch may keep different numbers of tokens (the
-    #: batch is then padded; see ``TokenState.padded``).
+    #: batch is then packed or padded; see ``TokenState``).
     may_pad = False
+    #: Whether to return such clips packed (``TokenState.lengths``) rather
+    #: than padded: the ``packed`` switch, set by
+    #: :func:`build_token_reduction`. Where a reducer pads anyway, the
+    #: backbone packs its output.
+    packs = False
 
     def forward(self, pixels: Tensor, projection: nn.Module,
                 pos_embed: Tensor,
@@ -240,6 +259,10 @@ class BlockReducer(Reducer):
     #: Whether it handles padded batches (from an input reducer that may pad)
     #: so that a clip's result is the same alone and in a batch.
     supports_padding = False
+    #: Whether clips may leave a block with different numbers of tokens
+    #: (an adaptive budget): a batch is then packed
+    #: (:mod:`mmtokred.ops.packed`).
+    variable_length = False
     prefix = 0
 
     def bind(self, depth: int, prefix: int = 0) -> None:
@@ -292,10 +315,42 @@ class BlockReducer(Reducer):
             state: what the tokens stand for (``size`` None: all ones).
             block_index: position of the block, from 0.
         """
+        if state.lengths is None and self.variable_length and x.shape[0] > 1:
+            # Clips will leave with different lengths: packed from here on.
+            x, state = pack_equal(x, state)
+            attn = attn.packed()
+        if state.lengths is not None:
+            return self.forward_packed(x, attn, state, block_index)
         r = self.removal(block_index, x.shape[1])
         if r == 0:
             return x, state
         return self.reduce(x, attn, state, block_index, r)
+
+    def forward_packed(self, x: Tensor, attn: AttentionInputs,
+                       state: TokenState,
+                       block_index: int) -> Tuple[Tensor, TokenState]:
+        """:meth:`forward` of a packed batch: each clip reduced on its own,
+        as it would be alone (its own budget cap; an empty clip stays
+        empty), packed again."""
+        lengths = state.lengths
+
+        def clips(t: Optional[Tensor], dim: int = 1) -> List:
+            return [None] * len(lengths) if t is None else \
+                split_clips(t, lengths, dim)
+
+        out, out_states = [], []
+        for x_i, q, k, v, bias, size, source in zip(
+                clips(x), clips(attn.q, 2), clips(attn.k, 2),
+                clips(attn.v, 2), clips(attn.key_bias), clips(state.size),
+                clips(state.source)):
+            clip_state = TokenState(size=size, source=source)
+            if x_i.shape[1]:
+                x_i, clip_state = self.forward(
+                    x_i, AttentionInputs(q, k, v, attn.scale, bias),
+                    clip_state, block_index)
+            out.append(x_i)
+            out_states.append(clip_state)
+        return packed_cat(out, out_states)
 
     def reduce(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                block_index: int, r: int) -> Tuple[Tensor, TokenState]:
@@ -315,6 +370,7 @@ class TokenReduction(NamedTuple):
     blocks: Optional[BlockReducer] = None
     proportional_attention: bool = False
     track_source: bool = False
+    packed: bool = True
 
     def plan(self, grid: Sequence[int], depth: int,
              prefix: int = 0) -> TokenPlan:
@@ -333,17 +389,20 @@ class TokenReduction(NamedTuple):
 
 
 def build_token_reduction(cfg: Optional[Dict], depth: int, prefix: int = 0,
-                          build: Builder = build_reducer) -> TokenReduction:
+                          build: Builder = build_reducer,
+                          packing: bool = True) -> TokenReduction:
     """Build the reducers named by a backbone's ``token_reduction``.
 
     Args:
         cfg: ``dict(input=..., blocks=..., proportional_attention=...,
-            track_source=...)`` or None.
+            track_source=..., packed=...)`` or None.
         depth: blocks of the backbone; prefix: its prefix tokens.
         build: turns a stage's config dict into a reducer.
+        packing: whether the backbone can run packed batches (the default
+            of ``packed``).
     """
     if cfg is None:
-        return TokenReduction()
+        return TokenReduction(packed=packing)
     if not isinstance(cfg, dict):
         raise TypeError('token_reduction must be None or a dict with the keys '
                         f'{STAGES + SWITCHES}, got {type(cfg).__name__}')
@@ -353,11 +412,16 @@ def build_token_reduction(cfg: Optional[Dict], depth: int, prefix: int = 0,
             f'token_reduction has unknown keys {unknown}; allowed: '
             "'input' (a reducer of the pixels before the first block), "
             "'blocks' (a reducer called inside every block), "
-            "'proportional_attention' and 'track_source' (bools)")
+            "'proportional_attention', 'track_source' and 'packed' (bools)")
     for switch in SWITCHES:
         if not isinstance(cfg.get(switch, False), bool):
             raise ValueError(f'token_reduction.{switch} must be True or '
                              f'False, got {cfg[switch]!r}')
+    packed = cfg.get('packed', packing)
+    if packed and not packing:
+        raise ValueError('token_reduction.packed=True: this backbone pads '
+                         'clips of different lengths and cannot pack them; '
+                         'leave packed out or set it False')
     built = []
     for stage, base in zip(STAGES, (InputReducer, BlockReducer)):
         stage_cfg = cfg.get(stage)
@@ -375,12 +439,22 @@ def build_token_reduction(cfg: Optional[Dict], depth: int, prefix: int = 0,
         built.append(reducer)
     if built[1] is not None:
         built[1].bind(depth, prefix)
+        if built[1].variable_length and not packed:
+            raise ValueError(
+                f'token_reduction.blocks: {type(built[1]).__name__} leaves '
+                'clips with different numbers of tokens, which run packed: '
+                'set token_reduction.packed=True'
+                + ('' if packing else ' (a backbone that can pack: the '
+                   'VideoMAE one), or give it a fixed budget'))
+    if built[0] is not None and built[0].may_pad:
+        built[0].packs = packed
     if built[0] is not None and built[0].may_pad and built[1] is not None \
-            and not built[1].supports_padding:
+            and not packed and not built[1].supports_padding:
         raise ValueError(
             f'token_reduction.blocks: {type(built[1]).__name__} cannot follow '
             f'an input stage that pads the batch ({type(built[0]).__name__} '
-            'in threshold mode); give the input stage a fixed budget')
+            'in threshold mode); set token_reduction.packed=True or give the '
+            'input stage a fixed budget')
     return TokenReduction(built[0], built[1],
                           cfg.get('proportional_attention', False),
-                          cfg.get('track_source', False))
+                          cfg.get('track_source', False), packed)

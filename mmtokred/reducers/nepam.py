@@ -110,11 +110,10 @@ class NEPAM(InputReducer):
     def macs(self, grid: Sequence[int], tokens: int, track_source: bool,
              widths: Widths) -> Tuple[int, int, bool]:
         # Only the surviving patches are projected; the window distances
-        # are elementwise.
+        # are elementwise. In threshold mode ``tokens`` is what one clip
+        # kept (ShapeFlops.clip_gflops), and its tokens always carry sizes.
         if self.threshold is not None:
-            raise ValueError('NEPAM in threshold mode keeps as many tokens '
-                             'as each clip allows: its FLOPs depend on the '
-                             'clip; count a forward pass with count_gflops')
+            return tokens, 0, True
         return tokens, 0, self.merged_windows(grid) > 0 or track_source
 
     def forward(self, pixels: Tensor, projection: nn.Module,
@@ -130,4 +129,4 @@ class NEPAM(InputReducer):
             pixels, projection_weight(projection), projection.bias,
             pos_embed, self.window, num_merged, self.threshold,
             self.distance, self.representative, self.position, track_source,
-            self.keep)
+            self.keep, self.packs)

@@ -1,11 +1,12 @@
 """ToMe: bipartite soft matching inside every block."""
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from torch import Tensor
 
 from ..ops import (SCHEDULES, TokenState, bipartite_soft_matching,
                    merge_schedule, merge_with_sizes)
-from ..ops.checks import check_choice, check_counts, check_int, is_int
+from ..ops.checks import (check_choice, check_cosine, check_counts,
+                          check_int, is_int)
 from . import costs
 from .base import AttentionInputs, BlockReducer
 from .costs import Widths
@@ -24,6 +25,9 @@ class ToMe(BlockReducer):
             first block down to 0 in the last, the same total).
         protected: leading tokens after the prefix never merged (VideoMAE
             has no prefix).
+        threshold: merge only the pairs whose keys are more similar than
+            this (cosine, in [-1, 1]), at most ``r`` per block: each clip
+            its own count, a batch runs packed (None: always ``r``).
     """
 
     supports_padding = True
@@ -31,15 +35,20 @@ class ToMe(BlockReducer):
     def __init__(self,
                  r: Union[int, Sequence[int]] = 0,
                  schedule: str = 'constant',
-                 protected: int = 0) -> None:
+                 protected: int = 0,
+                 threshold: Optional[float] = None) -> None:
         super().__init__()
         # Validate now; the per-block counts need the depth (bind).
         check_counts('ToMe r', r)
         check_choice('ToMe schedule', schedule, SCHEDULES)
         check_int('ToMe protected', protected)
+        if threshold is not None:
+            check_cosine('ToMe threshold', threshold)
         self.r = r if is_int(r) else list(r)
         self.schedule = schedule
         self.protected = protected
+        self.threshold = threshold
+        self.variable_length = threshold is not None
         self.removals: List[int] = []  # per block, set by bind
 
     def bind(self, depth: int, prefix: int = 0) -> None:
@@ -69,5 +78,6 @@ class ToMe(BlockReducer):
                block_index: int, r: int) -> Tuple[Tensor, TokenState]:
         valid = state.size[..., 0] > 0 if state.padded else None
         merge, r = bipartite_soft_matching(
-            attn.metric, r, self.prefix + self.protected, valid)
+            attn.metric, r, self.prefix + self.protected, valid,
+            self.threshold)
         return merge_with_sizes(merge, x, state)

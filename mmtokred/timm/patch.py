@@ -161,7 +161,7 @@ def apply_token_reduction(model: nn.Module,
         token_reduction = PAPER_SETTINGS[token_reduction]
     prefix = model.num_prefix_tokens
     reduction = build_token_reduction(token_reduction, len(model.blocks),
-                                      prefix)
+                                      prefix, packing=False)
     # An image is a clip of one frame: the token grid is (1, H', W').
     plan = reduction.plan((1, *model.patch_embed.grid_size),
                           len(model.blocks), prefix)
