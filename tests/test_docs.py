@@ -45,6 +45,9 @@ CSV_SOURCES = {
     'proxy_sweep_proportional.csv': ('proxy_results.md', PROXY),
     'proxy_sweep_pretrained.csv': ('proxy_results.md', PROXY),
     'proxy_sweep_pretrained_light.csv': ('proxy_results.md', PROXY),
+    'proxy_sweep_pretrained_prop.csv': ('proxy_results.md', PROXY),
+    'proxy_sweep_pretrained_ppt_threshold.csv': ('proxy_results.md', PROXY),
+    'proxy_sweep_pretrained_ppt_high.csv': ('proxy_results.md', PROXY),
     'calibration_sweep.csv': ('calibration.md', PROXY),
     'calibration_sweep_4000.csv': ('calibration.md', PROXY),
     'calibration_sweep_pretrained.csv': ('calibration.md', PROXY),
@@ -79,9 +82,11 @@ PROXY_POINTS = {
     'videomae_nepam.py': ('nepam:proportional_attention=True', '0.70'),
     'videomae_nepam_half.py': ('nepam_2x2x2', '0.50'),
     'videomae_tome.py': ('tome:proportional_attention=True', '0.50'),
-    'videomae_ppt.py': ('ppt:proportional_attention=True', '0.50'),
+    'videomae_ppt.py': ('ppt:proportional_attention=True,threshold=8',
+                        '0.60'),
     'videomae_jmp.py': ('jmp:proportional_attention=True', '0.90'),
-    'videomae_patchsim.py': ('progressive', '0.50'),
+    'videomae_patchsim.py': ('progressive:proportional_attention=True',
+                             '0.60'),
 }
 
 
@@ -501,12 +506,22 @@ def test_calibrated_schedules_build_and_count_their_flops(proxy):
 def test_checkpoint_globs_in_the_loops_expand_to_one_file(tmp_path):
     """The pages' commands that take ``best_acc_top1_epoch_*.pth`` run in a
     shell with stub commands, in a tree where each training kept one best
-    epoch: every .pth argument must be that one existing file."""
+    epoch and the checkpoints the pages' trainings write: every .pth
+    argument (or ``key=`` value) must be that one existing file."""
+    written = ('proxy_pretrain_seed{}/epoch_20.pth',
+               'proxy_finetune_seed{}/epoch_8.pth',
+               'proxy_tome_ft_seed{}/epoch_3.pth',
+               'proxy_ppt_ft_seed{}/epoch_3.pth')
     for seed, epoch in ((0, 12), (1, 9)):
-        folder = tmp_path / f'work_dirs/proxy_seed{seed}'
-        folder.mkdir(parents=True)
-        (folder / f'best_acc_top1_epoch_{epoch}.pth').touch()
-    stubs = ('check() { for a in "$@"; do case "$a" in *.pth) '
+        for run in ('proxy_seed{}', 'proxy_scratch_seed{}'):
+            folder = tmp_path / 'work_dirs' / run.format(seed)
+            folder.mkdir(parents=True)
+            (folder / f'best_acc_top1_epoch_{epoch}.pth').touch()
+        for path in written:
+            path = tmp_path / 'work_dirs' / path.format(seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    stubs = ('check() { for a in "$@"; do case "$a" in *.pth) a="${a##*=}"; '
              'if [ -f "$a" ]; then echo "OK $a"; else echo "MISSING $a"; fi;; '
              'esac; done; }\n'
              'python() { check "$@"; }\npython3() { check "$@"; }\n'
