@@ -48,6 +48,7 @@ CSV_SOURCES = {
     'proxy_sweep_pretrained_prop.csv': ('proxy_results.md', PROXY),
     'proxy_sweep_pretrained_ppt_threshold.csv': ('proxy_results.md', PROXY),
     'proxy_sweep_pretrained_ppt_high.csv': ('proxy_results.md', PROXY),
+    'proxy_sweep_scratch.csv': ('proxy.md', PROXY),
     'calibration_sweep.csv': ('calibration.md', PROXY),
     'calibration_sweep_4000.csv': ('calibration.md', PROXY),
     'calibration_sweep_pretrained.csv': ('calibration.md', PROXY),
