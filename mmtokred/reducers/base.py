@@ -332,6 +332,8 @@ class BlockReducer(Reducer):
         """:meth:`forward` of a packed batch: each clip reduced on its own,
         as it would be alone (its own budget cap; an empty clip stays
         empty), packed again."""
+        if self.requested(block_index) == 0:  # no clip loses a token here
+            return x, state
         lengths = state.lengths
 
         def clips(t: Optional[Tensor], dim: int = 1) -> List:
