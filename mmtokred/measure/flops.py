@@ -106,6 +106,7 @@ class ShapeFlops:
         #: JSON of each reduction counted -> (tokens entering every block
         #: and leaving the last, multiply-accumulates).
         self.counted: Dict[str, Tuple[List[int], int]] = {}
+        self._planned = json.dumps(None)  # built without token reduction
         self.dense = self.gflops(None)
 
     def gflops(self, token_reduction: Optional[Dict]) -> float:
@@ -125,8 +126,7 @@ class ShapeFlops:
     def depends_on_clips(self, token_reduction: Optional[Dict]) -> bool:
         """Whether each clip keeps its own number of tokens (an input stage
         that may pad, a block stage of variable length)."""
-        backbone = self._planner
-        backbone.set_token_reduction(token_reduction or None)
+        backbone = self._plan(token_reduction)
         return bool(
             getattr(backbone.input_reducer, 'may_pad', False)
             or getattr(backbone.block_reducer, 'variable_length', False))
@@ -140,8 +140,17 @@ class ShapeFlops:
         if len(tokens) != self.depth + 1:
             raise ValueError(f'tokens must list the {self.depth} blocks and '
                              f'the tokens leaving the last, got {len(tokens)}')
-        self._planner.set_token_reduction(token_reduction or None)
+        self._plan(token_reduction)
         return self._macs(token_reduction or {}, list(tokens)) / 1e9
+
+    def _plan(self, reduction: Optional[Dict]):
+        """The planner set to ``reduction``; set again only when it
+        changes (a sweep counts every test view of one point in turn)."""
+        key = json.dumps(reduction, sort_keys=True)
+        if key != self._planned:
+            self._planner.set_token_reduction(reduction or None)
+            self._planned = key
+        return self._planner
 
     def _count(self, reduction: Optional[Dict]) -> Tuple[List[int], int]:
         key = json.dumps(reduction, sort_keys=True)
@@ -156,8 +165,7 @@ class ShapeFlops:
         return self.counted[key]
 
     def _closed_form(self, reduction: Dict) -> Tuple[List[int], int]:
-        backbone = self._planner
-        backbone.set_token_reduction(reduction or None)
+        backbone = self._plan(reduction)
         blocks = backbone.block_reducer
         tokens = plan_tokens(backbone.input_reducer, blocks, self.grid,
                              self.depth).tokens
