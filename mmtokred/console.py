@@ -106,16 +106,36 @@ def describe_reduction(token_reduction) -> str:
     return '; '.join(parts) or 'none (no reducer configured)'
 
 
+def _model(runner: Runner):
+    """The runner's model, out of its distributed wrapper."""
+    from mmengine.model import is_model_wrapper
+    return runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
+
+
+def describe_runner_reduction(runner: Runner) -> str:
+    """The token reduction of the runner's model: the config's, or for an
+    exported file (``ExportedRecognizer``) what the file recorded."""
+    runtime = getattr(_model(runner), 'runtime', None)
+    if runtime is not None:
+        return runtime.metadata.get(
+            'token_reduction',
+            f'as exported in {runtime.path} (not recorded in the file)')
+    backbone = (runner.cfg.get('model') or {}).get('backbone') or {}
+    return describe_reduction(backbone.get('token_reduction'))
+
+
 def describe_model(runner: Runner) -> str:
     """The model, its backbone, size and checkpoint."""
-    from mmengine.model import is_model_wrapper
-    model = runner.model.module if is_model_wrapper(
-        runner.model) else runner.model
+    model = _model(runner)
     cfg = runner.cfg.get('model') or {}
     backbone = cfg.get('backbone') or {}
     settings = ', '.join(f'{key} {backbone[key]}' for key in BACKBONE_KEYS
                          if key in backbone)
     line = f'model: {type(model).__name__}'
+    runtime = getattr(model, 'runtime', None)
+    if runtime is not None:  # an ExportedRecognizer: the file holds it all
+        return f'{line}: {runtime.describe()}'
     if backbone:
         line += f", backbone {backbone.get('type', '?')}"
         if settings:
@@ -159,11 +179,9 @@ class RunSummaryHook(Hook):
     priority = 'VERY_LOW'
 
     def _summary(self, runner: Runner, data: List[str]) -> None:
-        backbone = (runner.cfg.get('model') or {}).get('backbone') or {}
         log_file = getattr(runner.logger, 'log_file', None)
         lines = [describe_model(runner),
-                 'token reduction: ' +
-                 describe_reduction(backbone.get('token_reduction')),
+                 'token reduction: ' + describe_runner_reduction(runner),
                  *data, describe_processes(runner),
                  log_file and f'full log (environment, config, hooks): '
                  f'{log_file}']

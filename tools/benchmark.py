@@ -3,9 +3,17 @@
     python tools/benchmark.py configs/videomae_nepam.py [more configs of the
         same model] [--device cuda] [--batch-size 1] [--shape 16 224 224]
         [--repeats 3] [--amp | --dtype fp32|bf16|fp16] [--compile]
-        [--stock-fp32] [--attention auto|fused|blocked] [--json result.json]
+        [--stock-fp32] [--attention auto|fused|blocked]
+        [--linear auto|aten|onednn] [--json result.json]
+    python tools/benchmark.py configs/videomae_nepam.py [more configs]
+        --engines torch onnxruntime openvino [--dtype fp32 bf16]
     python tools/benchmark.py configs/videomae_nepam.py --batching
         [--mean-tokens 0.5 | --threshold T] [--batch-size 16] [--device cuda]
+
+With --engines, every model (stock, dense, each config) runs in each named
+engine (torch eager; ONNX Runtime and OpenVINO on the model exported to
+ONNX) and each --dtype given, one table with the ratio to the fastest dense
+engine of each dtype (CPU only; the deploy extra).
 
 With --batching, the config's NEPAM runs in threshold mode (each clip keeps
 the tokens its content needs; the threshold set for a mean share of the
@@ -20,9 +28,11 @@ from mmengine.config import Config, DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred.benchmark.compare import check_clip_shape, compare, format_table
+from mmtokred.benchmark.engines import ENGINES, compare_engines, format_engines
 from mmtokred.benchmark.threshold import compare_batching, format_batching
 from mmtokred.measure.forward import DTYPES, check_device
 from mmtokred.ops.attention import CPU_KERNELS
+from mmtokred.ops.linear import CPU_LINEARS
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,8 +57,14 @@ def parse_args() -> argparse.Namespace:
                         help='timed forward passes per model')
     parser.add_argument('--amp', action='store_true',
                         help='autocast (fp16 on GPU, bf16 on CPU)')
-    parser.add_argument('--dtype', default='fp32', choices=tuple(DTYPES),
-                        help='cast the weights and clips of every model')
+    parser.add_argument('--dtype', default=['fp32'], nargs='+',
+                        choices=tuple(DTYPES),
+                        help='cast the weights and clips of every model '
+                        '(several with --engines: each in each engine)')
+    parser.add_argument('--engines', nargs='+', choices=ENGINES,
+                        help='run every model in each of these engines, side '
+                        'by side (CPU; the models exported to ONNX for '
+                        'onnxruntime and openvino)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the backbone of every model')
     parser.add_argument('--stock-fp32', action='store_true',
@@ -58,6 +74,10 @@ def parse_args() -> argparse.Namespace:
                         help='CPU half-precision attention kernel (auto: '
                         "torch's fused kernel where the CPU has AMX, else "
                         'blocked matrix products)')
+    parser.add_argument('--linear', default='auto', choices=CPU_LINEARS,
+                        help='fp32 CPU matrix-product path (auto: oneDNN '
+                        'where torch uses MKL on a non-Intel CPU with '
+                        'AVX-512, else F.linear)')
     parser.add_argument('--batching', action='store_true',
                         help="NEPAM's threshold mode packed, padded and clip "
                         'by clip beside dense (one config with a NEPAM '
@@ -71,6 +91,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args()
+    if args.engines:
+        others = [flag for flag, used in (
+            ('--checkpoint', args.checkpoint), ('--amp', args.amp),
+            ('--compile', args.compile), ('--stock-fp32', args.stock_fp32),
+            ('--batching', args.batching),
+            ('--device', args.device != 'cpu')) if used]
+        if others:
+            parser.error(f'--engines times every model in each engine on '
+                         f'the CPU with random weights: not with {others}')
+        if len(set(args.engines)) != len(args.engines) or \
+                len(set(args.dtype)) != len(args.dtype):
+            parser.error('--engines and --dtype name each value once')
+        return args
+    if len(args.dtype) > 1:
+        parser.error('several --dtype values go with --engines; without '
+                     'it, give one')
+    args.dtype = args.dtype[0]
     # Refused as usage errors naming the command-line option; compare()
     # makes the same checks for callers of the library, naming its
     # arguments.
@@ -106,7 +143,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.batching:
+    if args.engines:
+        result = compare_engines(
+            args.config, args.engines, args.dtype, args.cfg_options,
+            args.batch_size or 1, args.shape, args.warmup, args.repeats,
+            progress=functools.partial(print, flush=True))
+        print(format_engines(result))
+    elif args.batching:
         result = compare_batching(
             args.config[0], args.mean_tokens, args.threshold,
             args.batch_size or 16, args.repeats, args.cfg_options,
@@ -121,6 +164,7 @@ def main() -> None:
             repeats=args.repeats, amp=args.amp, dtype=args.dtype,
             compile=args.compile, stock_fp32=args.stock_fp32,
             attention_kernel=args.attention,
+            linear_kernel=args.linear,
             progress=functools.partial(print, flush=True))
         print(format_table(result))
     if args.json:

@@ -2,7 +2,10 @@
 
 The command line of MMAction2's tools/test.py, except that the checkpoint may
 be left out (the config's ``load_from`` is used), ``--amp`` runs the test
-loop under autocast, and the console shows what runs (model, token
+loop under autocast, ``--backend onnxruntime|openvino --model FILE``
+evaluates a file written by tools/export.py instead of the torch model (the
+config's data, pipeline, view averaging and metric all the same), and the
+console shows what runs (model, token
 reduction, data), the progress and the metrics: the environment, config and
 hook order go to the log file only (WORK_DIR/TIMESTAMP/TIMESTAMP.log), and
 to the console as well with ``--verbose``.
@@ -15,6 +18,7 @@ from mmengine.config import Config, DictAction
 
 # The plugin applies the upstream fixes and registers mmtokred's modules.
 from mmtokred import console, plugin, upstream_fixes  # noqa: F401
+from mmtokred.deploy.runtimes import ENGINES, PRECISIONS
 
 
 def parse_args():
@@ -47,6 +51,20 @@ def parse_args():
         action='store_true',
         help='run the test loop under autocast (fp16 on GPU, bf16 on CPU)')
     parser.add_argument(
+        '--backend',
+        choices=ENGINES,
+        help='evaluate the exported --model in this runtime instead of the '
+        "config's torch model (tools/export.py writes it)")
+    parser.add_argument(
+        '--model',
+        help='with --backend: the exported file (.onnx; .xml for openvino)')
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default='fp32',
+        help='with --backend: the inference precision (bf16/fp16: openvino '
+        'on CPUs that compute in them)')
+    parser.add_argument(
         '--show-dir',
         help='directory where the visualization images will be saved.')
     parser.add_argument(
@@ -75,6 +93,18 @@ def parse_args():
         'too, as mmengine does (they are in the log file either way)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if (args.backend is None) != (args.model is None):
+        parser.error('--backend and --model go together: --backend '
+                     'onnxruntime|openvino --model FILE')
+    if args.backend is not None:
+        others = [flag for flag, used in (('CHECKPOINT', args.checkpoint),
+                                          ('--amp', args.amp)) if used]
+        if others:
+            parser.error(f'--backend runs the exported file, whose weights '
+                         f'and precision are its own: not with {others} '
+                         '(use --precision)')
+    elif args.precision != 'fp32':
+        parser.error('--precision is an option of --backend')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -124,7 +154,14 @@ def main():
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
-    if args.checkpoint is not None:
+    if args.backend is not None:
+        cfg.model = dict(
+            type='ExportedRecognizer', model_file=args.model,
+            engine=args.backend, precision=args.precision,
+            cls_head=cfg.model.cls_head,
+            data_preprocessor=cfg.model.get('data_preprocessor'))
+        cfg.load_from = None
+    elif args.checkpoint is not None:
         cfg.load_from = args.checkpoint
     elif not cfg.get('load_from'):
         raise ValueError(

@@ -19,6 +19,8 @@ from ..measure.peak import limit_lines, machine_limits
 from ..measure.side_by_side import SideBySide, side_by_side
 from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
     cpu_kernel_set_to
+from ..ops.linear import CPU_LINEARS, cpu_linear, cpu_linear_reason, \
+    cpu_linear_set_to
 from .variants import build_variants, has_token_reduction
 
 #: The models every run has besides the configs' own.
@@ -136,6 +138,7 @@ def compare(configs: Union[str, Sequence[str]],
             compile: bool = False,
             stock_fp32: bool = False,
             attention_kernel: str = 'auto',
+            linear_kernel: str = 'auto',
             progress: Optional[Callable[[str], None]] = None) -> Dict:
     """Benchmark the models of ``configs`` against stock MMAction2 and
     against the same backbone with reduction off (dense), on synthetic
@@ -154,6 +157,8 @@ def compare(configs: Union[str, Sequence[str]],
             the others run in, so ``speedup_vs_stock`` is the whole gain.
         attention_kernel: the CPU half-precision attention kernel
             (:data:`mmtokred.ops.attention.CPU_KERNELS`).
+        linear_kernel: the fp32 CPU matrix-product path
+            (:data:`mmtokred.ops.linear.CPU_LINEARS`).
         progress: called with a line on what takes long (compiling), e.g.
             ``print``; None says nothing.
 
@@ -165,7 +170,8 @@ def compare(configs: Union[str, Sequence[str]],
         divided by dense's FLOPs over the model's, ``reduction_overhead``:
         the share of the forward pass spent in the reducers, ...);
         ``attention`` (the CPU kernel that ran, why, and both kernels' time
-        at the dense shape); ``limits`` (achievable and nominal rates per
+        at the dense shape); ``linear`` (the fp32 matrix-product path, why
+        and the setting); ``limits`` (achievable and nominal rates per
         dtype). With a single config the ratios of 'ours' are also at the
         top level.
     """
@@ -182,6 +188,9 @@ def compare(configs: Union[str, Sequence[str]],
     if attention_kernel not in CPU_KERNELS:
         raise ValueError(f'attention_kernel must be one of {CPU_KERNELS}, '
                          f'got {attention_kernel!r}')
+    if linear_kernel not in CPU_LINEARS:
+        raise ValueError(f'linear_kernel must be one of {CPU_LINEARS}, '
+                         f'got {linear_kernel!r}')
     dev = check_device(device)
     paths = config_names(configs)
     cfgs = {}
@@ -191,11 +200,13 @@ def compare(configs: Union[str, Sequence[str]],
     first = next(iter(paths))
     if input_shape is not None:
         check_clip_shape(cfgs[first].model.backbone, input_shape, paths[first])
-    with cpu_kernel_set_to(attention_kernel):
+    with cpu_kernel_set_to(attention_kernel), \
+            cpu_linear_set_to(linear_kernel):
         result = _compare(cfgs, checkpoint, dev, batch_size, input_shape,
                           warmup, repeats, amp, dtype, compile, stock_fp32,
                           dict(paths=paths, cfg_options=cfg_options,
-                               attention_kernel=attention_kernel),
+                               attention_kernel=attention_kernel,
+                               linear_kernel=linear_kernel),
                           progress or (lambda line: None))
     result['configs'] = list(paths.values())
     if len(cfgs) == 1:  # the figures of 'ours' at the top, as one config has
@@ -218,7 +229,7 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
              probe: Dict, progress: Callable[[str], None]) -> Dict:
     """:func:`compare` of loaded configs; ``probe`` holds what the memory
     probe's fresh processes need (``paths``, ``cfg_options``,
-    ``attention_kernel``)."""
+    ``attention_kernel``, ``linear_kernel``)."""
     backbone = next(iter(cfgs.values())).model.backbone
     if input_shape is None:
         built = built_clip_shape(backbone)
@@ -318,6 +329,7 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
                              probe['attention_kernel'],
                              (batch_size, heads, dense_tokens,
                               embed_dims // heads)),
+        linear=_linear(dev, probe['linear_kernel']),
         max_abs_diff_dense_vs_stock=float(
             (outputs[reference] - outputs['stock']).abs().max()),
     )
@@ -344,6 +356,7 @@ def _probe_specs(probe: Dict, inputs: torch.Tensor,
                 amp=variant_amp, dtype=variant_dtype,
                 compile=variant_compile,
                 attention_kernel=probe['attention_kernel'],
+                linear_kernel=probe['linear_kernel'],
                 weights=str(folder / 'weights.pth'),
                 inputs=str(folder / 'inputs.pth'))
         return specs
@@ -364,6 +377,15 @@ def _attention(dev: torch.device, dtype: torch.dtype, setting: str,
         figures.update(shape=list(shape),
                        ms=attention_kernel_ms(shape, dtype))
     return figures
+
+
+def _linear(dev: torch.device, setting: str) -> Dict:
+    """The path the models' fp32 matrix products took, and why."""
+    if dev.type != 'cpu':
+        return dict(path='aten', reason=f'aten ({dev.type}: the oneDNN path '
+                    'is for CPUs)', setting=setting)
+    return dict(path=cpu_linear(), reason=cpu_linear_reason(),
+                setting=setting)
 
 
 def _ratios(figures: Dict[str, Dict], run: SideBySide) -> None:
@@ -447,6 +469,8 @@ def format_table(result: Dict) -> str:
                      f'{kernel} {ms:.1f} ms'
                      for kernel, ms in attention['ms'].items()))
     lines.append(line)
+    if result.get('linear'):  # absent from results saved before it
+        lines.append(f"fp32 matrix products: {result['linear']['reason']}")
     best = {}
     for fig in result['models'].values():
         best[fig['math_dtype']] = max(best.get(fig['math_dtype'], 0.),

@@ -79,14 +79,17 @@ def probe_forward(spec: Dict) -> Callable[[], torch.Tensor]:
 
     ``spec`` holds ``config``, ``cfg_options``, ``variant``, ``weights`` and
     ``inputs`` (files saved by the caller), ``amp``, ``dtype`` and
-    ``compile`` (as for :func:`~mmtokred.measure.forward.prepare`) and
+    ``compile`` (as for :func:`~mmtokred.measure.forward.prepare`),
     ``attention_kernel`` (as for
-    :func:`mmtokred.ops.attention.set_cpu_kernel`).
+    :func:`mmtokred.ops.attention.set_cpu_kernel`) and ``linear_kernel``
+    (as for :func:`mmtokred.ops.linear.set_cpu_linear`; 'auto' if absent).
     """
     import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 
     from ..ops.attention import set_cpu_kernel
+    from ..ops.linear import set_cpu_linear
     set_cpu_kernel(spec['attention_kernel'])
+    set_cpu_linear(spec.get('linear_kernel', 'auto'))
     cfg = Config.fromfile(spec['config'])
     cfg.merge_from_dict(spec['cfg_options'] or {})
     model = build_variant(cfg, spec['variant'])

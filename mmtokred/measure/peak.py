@@ -9,14 +9,17 @@ Zen 4/5 execute AVX-512 FMAs at that rate). It is an upper bound no kernel
 reaches: AMX's, for one, assumes its tile units never wait for memory. The
 achievable rate is measured in the same run, on the same threads and in the
 same dtype, with the product that dominates a ViT's work (the MLP's first
-layer: tokens x width @ width x 4 width).
+layer: tokens x width @ width x 4 width), through every path the models can
+take (:func:`product_paths`), the fastest counting.
 """
 import statistics
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
+from ..ops.linear import MACHINE, onednn_linear
 from .forward import interleaved_times
 
 #: FLOPs per cycle and core, by the best unit a flag names.
@@ -84,25 +87,47 @@ def cpu_peak(dtype: torch.dtype) -> Optional[Dict]:
                 ghz=ghz, cores=cores)
 
 
+def product_paths(dtype: torch.dtype, device: torch.device
+                  ) -> Dict[str, Callable[[Tensor, Tensor], Tensor]]:
+    """The matrix-product paths of :mod:`mmtokred.ops.linear` that can run
+    ``dtype`` on ``device``: 'aten' (``F.linear``; in bf16 and fp16 on CPU
+    torch's oneDNN already) and, for fp32 on a CPU where torch has oneDNN,
+    'onednn', whichever the models take."""
+    paths = {'aten': F.linear}
+    if (device.type == 'cpu' and dtype == torch.float32
+            and MACHINE.onednn):
+        paths['onednn'] = onednn_linear
+    return paths
+
+
 def achievable_rate(dtype: torch.dtype, device: torch.device, rows: int,
                     width: int, repeats: int = 5) -> Dict:
     """The GFLOP/s (2 per multiply-add) of ``(rows, width) @ (width,
-    4 width)`` through ``F.linear`` in ``dtype`` on ``device``, the median
-    of ``repeats`` after one warm-up: ``dict(gflops, shape)``."""
+    4 width)`` in ``dtype`` on ``device`` through each of
+    :func:`product_paths`, taking turns, the median of ``repeats`` after
+    one warm-up: ``dict(gflops, path, paths, shape)``, ``gflops`` and
+    ``path`` the fastest's, ``paths`` each path's GFLOP/s."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, width, generator=generator).to(device, dtype)
     weight = torch.randn(4 * width, width, generator=generator).to(
         device, dtype)
 
-    def product() -> None:
-        with torch.inference_mode():
-            F.linear(x, weight)
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
+    def product(path: Callable[[Tensor, Tensor], Tensor]) -> Callable:
+        def run() -> None:
+            with torch.inference_mode():
+                path(x, weight)
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+        return run
 
-    seconds = statistics.median(
-        interleaved_times({'product': product}, 1, repeats)['product'])
-    return dict(gflops=2 * rows * width * 4 * width / seconds / 1e9,
+    times = interleaved_times(
+        {name: product(path)
+         for name, path in product_paths(dtype, device).items()}, 1, repeats)
+    flops = 2 * rows * width * 4 * width
+    paths = {name: flops / statistics.median(ts) / 1e9
+             for name, ts in times.items()}
+    fastest = max(paths, key=paths.get)
+    return dict(gflops=paths[fastest], path=fastest, paths=paths,
                 shape=[rows, width, 4 * width])
 
 
@@ -122,14 +147,22 @@ def limit_lines(peaks: Dict[str, Dict], best: Dict[str, float],
                 what: str) -> str:
     """One line per dtype: the nominal peak (from :func:`cpu_peak`, under
     ``nominal``, may be None) and the measured ``achievable`` rate (from
-    :func:`achievable_rate`), with the share of each that the fastest of
-    ``what`` (e.g. 'model', 'row') reached in ``best`` GFLOP/s."""
+    :func:`achievable_rate`: the fastest path, each path's rate), with the
+    share of each that the fastest of ``what`` (e.g. 'model', 'row')
+    reached in ``best`` GFLOP/s."""
     lines = []
     for name, peak in peaks.items():
         reached = best[name]
         achievable = peak['achievable']
+        # Results saved before the paths were timed have none.
+        paths = achievable.get('paths', {})
+        fastest = achievable.get('path')
+        others = ''.join(f'; {path} {gflops:.0f}'
+                         for path, gflops in paths.items()
+                         if path != fastest)
+        via = f'{fastest}{others}; ' if fastest else ''
         line = (f"{name} limit: achievable {achievable['gflops']:.0f} "
-                'GFLOP/s (measured here: a ' + ' x '.join(
+                f'GFLOP/s ({via}measured here: a ' + ' x '.join(
                     map(str, achievable['shape'][:2])) + ' @ ' + ' x '.join(
                     map(str, achievable['shape'][1:])) + ' product); the '
                 f'fastest {what} reaches '

@@ -2,15 +2,19 @@
 
 The backbone swaps the classes of its stock modules to these subclasses
 (as ToMe does), so parameters and state-dict keys stay exactly the stock ones.
+Their matrix products (qkv, proj and the MLP's) take the fp32 CPU path of
+:mod:`mmtokred.ops.linear`; on its 'aten' path they are stock's calls.
 """
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmaction.models.backbones.vit_mae import Attention, Block
+from mmcv.cnn.bricks.transformer import FFN
 from torch import Tensor
 
 from ..ops import TokenState, attention
+from ..ops.linear import (capturing_graph, chain_with_linear, cpu_linear,
+                          has_forward_hooks, linear, linear_module)
 from ..ops.packed import packed_attention
 from ..reducers import AttentionInputs, BlockReducer
 
@@ -39,9 +43,9 @@ class FusedAttention(Attention):
         if hasattr(self, 'q_bias'):
             qkv_bias = torch.cat(
                 (self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-            qkv = F.linear(x, self.qkv.weight, qkv_bias)
+            qkv = linear(x, self.qkv.weight, qkv_bias)
         else:
-            qkv = self.qkv(x)
+            qkv = linear_module(self.qkv, x)
         q, k, v = qkv.reshape(B, N, 3, self.num_heads,
                               -1).permute(2, 0, 3, 1, 4).unbind(0)
         dropout_p = self.attn_drop.p if self.training else 0.
@@ -50,7 +54,8 @@ class FusedAttention(Attention):
         else:
             x = packed_attention(q, k, v, self.scale, lengths, key_bias,
                                  dropout_p)
-        x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+        x = self.proj_drop(
+            linear_module(self.proj, x.transpose(1, 2).reshape(B, N, C)))
         return x, AttentionInputs(q, k, v, self.scale, key_bias)
 
 
@@ -80,6 +85,18 @@ class ReducibleBlock(Block):
         if reducer is not None:
             x, state = reducer(x, inputs, state, block_index)
         del inputs  # frees q, k, v before the MLP: a lower peak
-        mlp = self.mlp(self.norm2(x))
+        mlp = self._mlp(self.norm2(x))
         x = x + self.drop_path(mlp if gamma_2 is None else gamma_2 * mlp)
         return x, state
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        """``self.mlp(x)``, mmcv's FFN, with its linears through
+        :func:`~mmtokred.ops.linear.linear_module` where the oneDNN path
+        is on (FFN.forward's steps, unless hooks watch its modules)."""
+        ffn = self.mlp
+        if (cpu_linear() == 'aten' or capturing_graph()
+                or type(ffn).forward is not FFN.forward
+                or any(has_forward_hooks(m) for m in ffn.modules())):
+            return ffn(x)
+        out = ffn.dropout_layer(ffn.gamma2(chain_with_linear(ffn.layers, x)))
+        return x + out if ffn.add_identity else out

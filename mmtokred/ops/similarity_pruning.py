@@ -45,9 +45,12 @@ def similarity_prune_index(features: Tensor, r: int,
     less_redundant = rank[:, None, :] > rank[:, :, None]
     cover = similarity.masked_fill(~less_redundant, -torch.inf).amax(-1)
     eligible = cover >= (-1. if threshold is None else threshold)
-    # Eligible tokens first (redundancy is in [-1, 1]), most redundant first.
+    # Eligible tokens first (redundancy is in [-1, 1]), most redundant first;
+    # of equal keys (identical patches) the first in token order: a stable
+    # sort, where topk's order of ties is the kernel's (and ONNX's TopK
+    # differs from torch's CPU kernel there).
     key = redundancy + 3. * eligible
-    pruned = key.topk(r, dim=1).indices
+    pruned = key.argsort(dim=1, descending=True, stable=True)[:, :r]
     keep = torch.ones(batch, n, dtype=torch.bool, device=features.device)
     keep.scatter_(1, pruned, False)
     order = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..ops import TokenState, attention, weighted_mean
 from ..ops.checks import check_choice
+from ..ops.linear import linear_module
 from ..reducers import AttentionInputs, BlockReducer, build_token_reduction
 
 #: PPT's choices in xjwu1024/PPT ppt_deit.py (``pp_block_adaptive``):
@@ -87,8 +88,8 @@ class ReducingAttention(Attention):
         gate = gate(x).sigmoid() if gate is not None else None
         head_dim = getattr(self, 'head_dim', None) or self.qkv.out_features \
             // 3 // self.num_heads
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads,
-                                  head_dim).permute(2, 0, 3, 1, 4)
+        qkv = linear_module(self.qkv, x).reshape(
+            B, N, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         out = attention(q, k, v, self.scale, key_bias,
@@ -97,7 +98,7 @@ class ReducingAttention(Attention):
         out = self.norm(out) if hasattr(self, 'norm') else out
         if gate is not None:
             out = out * gate
-        out = self.proj_drop(self.proj(out))
+        out = self.proj_drop(linear_module(self.proj, out))
         return out, AttentionInputs(q, k, v, self.scale, key_bias)
 
 

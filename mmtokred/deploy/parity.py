@@ -1,0 +1,71 @@
+"""How close an exported model's scores are to the torch model's."""
+import os
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .clip_classifier import ClipClassifier
+from .runtimes import RuntimeModel
+
+PathLike = Union[str, os.PathLike]
+#: The relative change of the clips for the torch model's own sensitivity.
+NUDGE = 1e-6
+
+
+def runtime_file(path: PathLike, engine: str) -> Path:
+    """The file ``engine`` runs of an export written to ``path``: ONNX
+    Runtime reads the ``.onnx`` that an OpenVINO ``.xml`` was converted
+    from, kept beside it."""
+    path = Path(path)
+    return path.with_suffix('.onnx') if engine == 'onnxruntime' else path
+
+
+def score_difference(reference: Tensor, scores: Tensor) -> Dict[str, float]:
+    """``max_abs`` difference, ``relative`` (over the largest reference
+    score) and ``same_argmax`` (the share of clips whose top class agrees)
+    of ``scores`` against ``reference``, both ``(N, num_classes)``."""
+    reference, scores = reference.float(), scores.float()
+    max_abs = float((scores - reference).abs().max())
+    return dict(
+        max_abs=max_abs,
+        relative=max_abs / max(float(reference.abs().max()), 1e-12),
+        same_argmax=float((scores.argmax(-1) == reference.argmax(-1))
+                          .float().mean()),
+        finite=bool(torch.isfinite(scores).all()))
+
+
+def compare_outputs(model: nn.Module, path: PathLike,
+                    engines: Sequence[str], clips: Tensor,
+                    precision: str = 'fp32') -> List[Dict]:
+    """Run the recognizer ``model`` (in torch, fp32) and the file exported
+    from it at ``path`` in each of ``engines`` on ``clips`` ``(N, C, T, H,
+    W)``; one :func:`score_difference` dict per engine, with ``engine``
+    and the ``precision`` it computed in, after a first row of the torch
+    model on the clips scaled by ``1 + NUDGE``: how much rounding alone
+    moves it."""
+    classifier = ClipClassifier(model).eval()
+    with torch.no_grad():
+        reference = classifier(clips)
+        # How far the torch model itself moves when its input moves by
+        # rounding: the scale against which an engine's difference reads.
+        # Hard token choices (ToMe's matching on near-equal similarities)
+        # can turn rounding into a different merge.
+        nudged = classifier(clips * (1 + NUDGE))
+    rows = [dict(engine='torch', precision=f'fp32, clips x (1 + {NUDGE:g})',
+                 **score_difference(reference, nudged))]
+    for engine in engines:
+        runtime = RuntimeModel(runtime_file(path, engine), engine, precision)
+        rows.append(dict(engine=engine, precision=runtime.precision,
+                         **score_difference(reference, runtime(clips))))
+    return rows
+
+
+def format_parity(rows: Sequence[Dict]) -> str:
+    """One line per engine of :func:`compare_outputs`."""
+    return '\n'.join(
+        f"{row['engine']} ({row['precision']}) vs torch (fp32): max |diff| "
+        f"{row['max_abs']:.2e}, relative {row['relative']:.2e}, same top "
+        f"class {100 * row['same_argmax']:.0f}% of clips"
+        + ('' if row['finite'] else ', NOT FINITE') for row in rows)
