@@ -409,7 +409,8 @@ def _ratios(figures: Dict[str, Dict], run: SideBySide) -> None:
                        bound_share=speedup * flops_ratio)
 
 
-def _tokens(tokens: Optional[List[int]]) -> str:
+def format_tokens(tokens: Optional[List[int]]) -> str:
+    """Tokens per block as a table cell: one count, or first->last."""
     if not tokens:
         return '-'
     if len(set(tokens)) == 1:
@@ -453,7 +454,7 @@ def format_table(result: Dict) -> str:
             f"{fig['peak_mem_ratio_vs_stock']:>7.3f} "
             f"{fig['total_mib']:>9.1f} "
             f"{optional(fig, 'reduction_overhead', '.1f', 100, '%'):>8}  "
-            f"{_tokens(fig['tokens_per_block'])}")
+            f"{format_tokens(fig['tokens_per_block'])}")
     lines.append(
         'GMACs: multiply-accumulates per clip; vs stock, vs dense: speedup; '
         'of bound: speedup vs dense over the FLOPs bound (dense GMACs / '

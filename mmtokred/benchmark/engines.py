@@ -25,7 +25,8 @@ from ..measure.forward import DTYPES, device_name, forward_fn, prepare
 from ..measure.observe import TokenRecorder
 from ..measure.side_by_side import side_by_side
 from ..ops.linear import cpu_linear, cpu_linear_reason
-from .compare import built_clip_shape, check_clip_shape, config_names
+from .compare import (built_clip_shape, check_clip_shape, config_names,
+                      format_tokens)
 from .variants import build_variants
 
 #: The engines: torch eager, then the runtimes of :mod:`mmtokred.deploy`.
@@ -207,14 +208,6 @@ def _ratios(rows: List[Dict]) -> None:
             stock['seconds_per_batch'] / row['seconds_per_batch'])
 
 
-def _tokens(tokens: Optional[List[int]]) -> str:
-    if not tokens:
-        return '-'
-    if len(set(tokens)) == 1:
-        return str(tokens[0])
-    return f'{tokens[0]}->{tokens[-1]}'
-
-
 #: The columns of :func:`format_engines`: header, width, and the cell.
 _COLUMNS = (
     ('model', -1, lambda row: row['model']),
@@ -233,7 +226,7 @@ _COLUMNS = (
     ('max |diff| vs torch fp32', 24,
      lambda row: f"{row['vs_torch']['max_abs']:.1e}"
      + ('' if row['vs_torch']['finite'] else ' NaN')),
-    ('tokens', 0, lambda row: _tokens(row['tokens_per_block'])),
+    ('tokens', 0, lambda row: format_tokens(row['tokens_per_block'])),
 )
 
 
