@@ -188,6 +188,13 @@ def test_runtime_model_errors_name_the_field(tmp_path):
     xml = onnx_to_openvino(path, tmp_path / 'm.xml')
     with pytest.raises(ValueError, match='onnxruntime runs .onnx files'):
         RuntimeModel(xml, 'onnxruntime')
+    for file, engine in ((path, 'onnxruntime'), (xml, 'openvino')):
+        runtime = RuntimeModel(file, engine)
+        assert runtime.clip_shape == CLIP
+        with pytest.raises(ValueError, match=r'takes \(N, 3, 8, 64, 64\)'):
+            runtime(torch.randn(1, 3, 16, 64, 64))
+        with pytest.raises(ValueError, match='clips of shape'):
+            runtime(torch.randn(3, 8, 64, 64))
 
 
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])

@@ -55,6 +55,7 @@ class RuntimeModel:
     Attributes:
         precision: what the engine computes in, as the compiled model
             reports it.
+        clip_shape: ``(C, T, H, W)`` of the clips the file takes.
         metadata: what ``tools/export.py`` recorded in the file (config,
             checkpoint, token reduction, clip shape); empty for files
             written otherwise.
@@ -100,8 +101,9 @@ class RuntimeModel:
             key[len(METADATA_PREFIX):]: value for key, value in
             session.get_modelmeta().custom_metadata_map.items()
             if key.startswith(METADATA_PREFIX)}
-        name = session.get_inputs()[0].name
-        return lambda clips: session.run(None, {name: clips})[0]
+        clips_input = session.get_inputs()[0]
+        self.clip_shape = tuple(clips_input.shape[1:])
+        return lambda clips: session.run(None, {clips_input.name: clips})[0]
 
     def _openvino(self, precision: str, threads: int):
         try:
@@ -128,6 +130,8 @@ class RuntimeModel:
             make_topk_stable(model)
             self.metadata = read_metadata(onnx.load(
                 str(self.path), load_external_data=False))
+        dims = model.inputs[0].get_partial_shape()
+        self.clip_shape = tuple(dim.get_length() for dim in dims[1:])
         compiled = core.compile_model(model, 'CPU', {
             'INFERENCE_PRECISION_HINT': _OPENVINO_PRECISION[precision],
             'INFERENCE_NUM_THREADS': threads,
@@ -147,6 +151,13 @@ class RuntimeModel:
                  ) -> torch.Tensor:
         if isinstance(clips, torch.Tensor):
             clips = clips.detach().cpu().float().numpy()
+        if clips.ndim != 1 + len(self.clip_shape) or \
+                tuple(clips.shape[1:]) != self.clip_shape:
+            raise ValueError(
+                f'clips of shape {tuple(clips.shape)}: {self.path} takes '
+                f'(N, {", ".join(map(str, self.clip_shape))}), the shape it '
+                'was exported for (tools/export.py --shape T H W exports '
+                'another)')
         scores = self._run(np.ascontiguousarray(clips, dtype=np.float32))
         return torch.from_numpy(np.array(scores, dtype=np.float32))
 
