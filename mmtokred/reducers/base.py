@@ -150,10 +150,11 @@ def projection_weight(projection: nn.Module) -> Tensor:
 
 def embed(pixels: Tensor, projection: nn.Module) -> Tensor:
     """Every token ``(B, N, E)`` of ``pixels`` ``(B, C, T, H, W)``, without
-    position: the backbone's own projection (a Conv2d sees the one frame)."""
+    position: the backbone's own projection (a Conv2d sees the one frame),
+    contiguous, as the VideoMAE backbone's dense path makes them."""
     if isinstance(projection, nn.Conv2d):
         pixels = pixels[:, :, 0]
-    return projection(pixels).flatten(2).transpose(1, 2)
+    return projection(pixels).flatten(2).transpose(1, 2).contiguous()
 
 
 class InputReducer(Reducer):
