@@ -7,14 +7,19 @@ metric). They stay in the log file (``WORK_DIR/TIMESTAMP/TIMESTAMP.log``);
 :class:`logging.Filter` on the console handler of its logger, and
 :class:`RunSummaryHook` says instead what runs: the model and its checkpoint,
 the token reduction, the data, the processes. Progress (``Epoch(test)
-[k/n]``), metrics, warnings and errors show as before; ``--verbose`` (a plain
-:class:`~mmengine.runner.Runner`) shows everything.
+[k/n]``), metrics, warnings and errors show as before; ``--verbose`` (a
+:class:`CheckedRunner`) shows everything. Either way the checkpoint loads
+are checked (:mod:`mmtokred.checkpoint_fit`): one that does not fit the
+model stops the run.
 """
 import logging
 from typing import Iterable, List, Optional
 
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
+
+from . import checkpoint_fit
 
 #: The beginnings of the INFO messages of mmengine 0.10's Runner that the
 #: console leaves out (mmengine/runner/runner.py): its ``_log_env`` (the
@@ -60,7 +65,63 @@ def quiet_console(logger: logging.Logger) -> None:
             handler.addFilter(ConsoleFilter())
 
 
-class QuietRunner(Runner):
+def pretrained_checkpoints(spec) -> List[str]:
+    """The checkpoints of the ``init_cfg``s of type ``Pretrained`` in a
+    model config."""
+    found = []
+    if isinstance(spec, dict):
+        if spec.get('type') == 'Pretrained' and spec.get('checkpoint'):
+            found.append(str(spec['checkpoint']))
+        for value in spec.values():
+            found += pretrained_checkpoints(value)
+    elif isinstance(spec, (list, tuple)):
+        for value in spec:
+            found += pretrained_checkpoints(value)
+    return found
+
+
+class CheckedRunner(Runner):
+    """mmengine's Runner whose checkpoint loads (``load_from``, ``resume``,
+    an ``init_cfg`` of type ``Pretrained``) must fit the model
+    (:mod:`mmtokred.checkpoint_fit`; the config's ``partial_load`` opts in
+    to a partial one). ``checkpoint_fits``: ``(file, fit)`` of each load."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.partial_load = (self.cfg.get('partial_load')
+                             if self.cfg is not None else None)
+        checkpoint_fit.check_partial_load(self.partial_load)
+        self.checkpoint_fits = []
+
+    def _checked(self, source: str):
+        model = self.model.module if is_model_wrapper(
+            self.model) else self.model
+        return checkpoint_fit.checked_loads(self.partial_load, model, source)
+
+    def _init_model_weights(self) -> None:
+        files = pretrained_checkpoints(
+            (self.cfg.get('model') if self.cfg is not None else None) or {})
+        for filename in files:
+            checkpoint_fit.require_file(filename)
+        with self._checked(' and '.join(files) or 'init_cfg') as fits:
+            super()._init_model_weights()
+        self.checkpoint_fits += fits
+
+    def load_checkpoint(self, filename: str, *args, **kwargs):
+        checkpoint_fit.require_file(filename)
+        with self._checked(filename) as fits:
+            checkpoint = super().load_checkpoint(filename, *args, **kwargs)
+        self.checkpoint_fits += fits
+        return checkpoint
+
+    def resume(self, filename: str, *args, **kwargs) -> None:
+        checkpoint_fit.require_file(filename)
+        with self._checked(filename) as fits:
+            super().resume(filename, *args, **kwargs)
+        self.checkpoint_fits += fits
+
+
+class QuietRunner(CheckedRunner):
     """mmengine's Runner whose console leaves out the environment, config
     and hook order, which it still logs to its file (see the module)."""
 
@@ -125,6 +186,17 @@ def describe_runner_reduction(runner: Runner) -> str:
     return describe_reduction(backbone.get('token_reduction'))
 
 
+def describe_fit(fit: checkpoint_fit.Fit) -> str:
+    """How much of the model a load filled, and of the checkpoint it
+    used."""
+    parts = [fit.counts()]
+    if fit.unloaded:
+        parts.append(f'{len(fit.unloaded)} as initialised')
+    if fit.unused:
+        parts.append(f'{len(fit.unused)} of the checkpoint unused')
+    return ', '.join(parts)
+
+
 def describe_model(runner: Runner) -> str:
     """The model, its backbone, size and checkpoint."""
     model = _model(runner)
@@ -142,6 +214,12 @@ def describe_model(runner: Runner) -> str:
             line += f' ({settings})'
     parameters = sum(p.numel() for p in model.parameters())
     line += f', {parameters / 1e6:.2f} M parameters'
+    fits = getattr(runner, 'checkpoint_fits', None)
+    if fits:
+        loads = '; '.join(f'{source} ({describe_fit(fit)})'
+                          for source, fit in fits)
+        how = 'resumed from' if runner.cfg.get('resume') else 'checkpoint'
+        return line + f', {how} {loads}'
     checkpoint = runner.cfg.get('load_from')
     if runner.cfg.get('resume'):
         return line + f", resumed from {checkpoint or 'the latest checkpoint'}"
@@ -204,8 +282,9 @@ class RunSummaryHook(Hook):
 
 def build_runner(cfg, verbose: bool = False) -> Runner:
     """The Runner of ``cfg`` with the summary lines; its console leaves out
-    the environment, config and hook order unless ``verbose``."""
-    runner = (Runner if verbose else QuietRunner).from_cfg(cfg)
+    the environment, config and hook order unless ``verbose``; its checkpoint
+loads are checked (:class:`CheckedRunner`)."""
+    runner = (CheckedRunner if verbose else QuietRunner).from_cfg(cfg)
     runner.register_hook(RunSummaryHook())
     return runner
 

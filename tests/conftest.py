@@ -1,8 +1,10 @@
 import fnmatch
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
@@ -14,7 +16,7 @@ from torch.utils._pytree import tree_leaves
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmaction.utils import register_all_modules
-from mmtokred.data import write_video_dataset
+from mmtokred.data import write_action_dataset, write_video_dataset
 
 register_all_modules()  # mmaction as the default scope, as configs set it
 
@@ -146,6 +148,15 @@ class OneDevice(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def load_tool(name: str) -> types.ModuleType:
+    """``tools/NAME.py`` imported as a module (its functions, in-process)."""
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_tool(args: List[str], check: bool = True,
              env: Dict[str, str] = None) -> subprocess.CompletedProcess:
     """Run a command from the repository root with mmtokred importable."""
@@ -206,6 +217,24 @@ def split_options(paths, splits=('train', 'val', 'test'),
             f'{split}_dataloader.batch_size={batch}',
         ]
     return options
+
+
+@pytest.fixture(scope='session')
+def small_actions(tmp_path_factory) -> Dict[str, str]:
+    """The proxy's action clips, one hundred a split
+    (``write_action_dataset``'s paths)."""
+    root = tmp_path_factory.mktemp('actions')
+    return write_action_dataset(str(root), dict(train=1, val=1, test=1))
+
+
+@pytest.fixture(scope='session')
+def proxy_checkpoint(tmp_path_factory) -> str:
+    """Seeded weights of configs/proxy/videomae_proxy_dense.py."""
+    path = tmp_path_factory.mktemp('ckpt') / 'proxy.pth'
+    run_tool([sys.executable, 'tools/init_checkpoint.py',
+              str(ROOT / 'configs' / 'proxy' / 'videomae_proxy_dense.py'),
+              str(path)])
+    return str(path)
 
 
 @pytest.fixture(scope='session')

@@ -1,14 +1,14 @@
 """tools/calibrate.py and the search behind it."""
+import math
 import re
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from conftest import ROOT, TINY_CONFIG, load_tool, run_tool
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
-from mmtokred.data import write_action_dataset
 from mmtokred.experiments import calibration
 from mmtokred.experiments.calibration import (Calibrator, Candidate,
                                               SearchSpace, Shape,
@@ -23,17 +23,13 @@ PROXY_NEPAM = ROOT / 'configs' / 'proxy' / 'videomae_proxy_nepam.py'
 
 
 @pytest.fixture(scope='module')
-def actions(tmp_path_factory):
-    root = tmp_path_factory.mktemp('actions')
-    return write_action_dataset(str(root), dict(train=1, val=1, test=1))
+def actions(small_actions):
+    return small_actions
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'proxy.pth'
-    run_tool([sys.executable, 'tools/init_checkpoint.py', str(PROXY),
-              str(path)])
-    return str(path)
+def checkpoint(proxy_checkpoint):
+    return proxy_checkpoint
 
 
 def options(paths):
@@ -134,6 +130,16 @@ def test_bad_method_is_named():
         SearchSpace('evit', depth=4, tokens=64)
 
 
+@pytest.mark.parametrize('method, options, says', [
+    ('tome', dict(r=4), "options of tome: ['r'] are what the search sets"),
+    ('ppt', dict(blocks=(1, ), importance='norm'),
+     "['blocks'] are what the search sets"),
+    ('nepam', dict(importance='norm'), 'it has no block reducer to take')])
+def test_options_the_search_sets_are_refused(method, options, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        SearchSpace(method, depth=4, tokens=64, options=options)
+
+
 def test_bad_targets_and_clips_raise(actions, checkpoint):
     with pytest.raises(ValueError, match='FLOPs target'):
         calibrator(actions, checkpoint, 'tome').search(1.5)
@@ -182,11 +188,6 @@ def test_written_config_replaces_the_base_reduction(actions, checkpoint,
               launcher=[sys.executable], config=PROXY_NEPAM)
     reduction = written_reduction(out)
     assert 'input' not in reduction and reduction.blocks.type == 'ToMe'
-    none = tmp_path / 'none.py'
-    calibrate(actions, checkpoint, none, '--flops', '1.0',
-              launcher=[sys.executable], config=PROXY_NEPAM)
-    assert written_reduction(none) is None
-    assert MODELS.build(Config.fromfile(str(none)).model) is not None
 
 
 @pytest.mark.slow
@@ -279,3 +280,125 @@ def test_the_search_says_when_it_hit_the_round_limit(capsys, monkeypatch):
                          '6 candidates in T s']
     ScriptedCalibrator().search(0.5, progress=False)
     assert capsys.readouterr().out == ''
+
+
+# ----------------------------------------------------- the tool's own checks
+@pytest.fixture(scope='module')
+def tool():
+    return load_tool('calibrate')
+
+
+def parse(tool, monkeypatch, *argv):
+    monkeypatch.setattr(sys, 'argv', ['calibrate.py', *argv])
+    return tool.parse_args()
+
+
+@pytest.mark.parametrize('flops', ['1.0', '1', '1.5', '0', '-0.2', 'nan',
+                                   'half'])
+def test_a_target_outside_0_1_stops_before_any_clip_is_read(
+        tool, monkeypatch, capsys, flops):
+    with pytest.raises(SystemExit) as stop:
+        parse(tool, monkeypatch, 'CONFIG', 'CKPT', '--flops', flops,
+              '--out', 'x.py')
+    assert stop.value.code == 2
+    assert (f'argument --flops: {flops} is not a number in (0, 1) (1 is '
+            'dense: nothing to calibrate)') in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('out', ['configs', 'calibrated.txt'])
+def test_out_must_be_a_config_file(tool, monkeypatch, capsys, out):
+    with pytest.raises(SystemExit):
+        parse(tool, monkeypatch, 'C', 'K', '--flops', '0.5', '--out',
+              str(ROOT / out))
+    assert '--out must name the .py config file to write' in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flag', ['--clips', '--batch-size'])
+def test_counts_must_be_positive(tool, monkeypatch, capsys, flag):
+    with pytest.raises(SystemExit):
+        parse(tool, monkeypatch, 'C', 'K', '--flops', '0.5', '--out', 'x.py',
+              flag, '0')
+    assert f'argument {flag}: 0 is not an integer >= 1' in \
+        capsys.readouterr().err
+
+
+def test_held_out_is_refused_where_it_is_ignored(tool, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        parse(tool, monkeypatch, 'C', 'K', '--flops', '0.5', '--out',
+              'x.py', '--method', 'tome', '--held-out', 'test')
+    assert '--held-out is an option of --method nepam_threshold' in \
+        capsys.readouterr().err
+
+
+def chosen(tool, monkeypatch, config, *argv):
+    args = parse(tool, monkeypatch, str(config), 'K', '--flops', '0.5',
+                 '--out', 'x.py', '--method', 'nepam_threshold', *argv)
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict(args.cfg_options or {})
+    tool.choose_splits(args, cfg)
+    return args
+
+
+def test_held_out_on_the_calibration_clips_is_refused(tool, monkeypatch):
+    with pytest.raises(SystemExit, match='--held-out test reads the same '
+                       'list as --split test'):
+        chosen(tool, monkeypatch, PROXY, '--split', 'test', '--held-out',
+               'test')
+    test_list = Config.fromfile(str(PROXY)).test_dataloader.dataset.ann_file
+    cfg_options = ['--cfg-options', 'val_dataloader.dataset.ann_file='
+                   f'{test_list}']  # val and test: one list
+    with pytest.raises(SystemExit, match='same list'):
+        chosen(tool, monkeypatch, PROXY, '--split', 'val', '--held-out',
+               'test', *cfg_options)
+    args = chosen(tool, monkeypatch, PROXY, '--held-out', 'test')
+    assert (args.split, args.pipeline, args.held_out) == ('train', 'val',
+                                                          'test')
+
+
+def test_a_config_with_a_test_loader_only_calibrates_on_it(tool,
+                                                           monkeypatch):
+    """configs/videomae_*.py and configs/demo/*: the README's lines as
+    written (they stopped with KeyError: 'val_dataloader')."""
+    args = chosen(tool, monkeypatch, TINY_CONFIG)
+    assert (args.split, args.pipeline) == ('test', 'test')
+    with pytest.raises(SystemExit, match='--split train: .* has no '
+                       'train_dataloader; it has test_dataloader'):
+        chosen(tool, monkeypatch, TINY_CONFIG, '--split', 'train')
+    with pytest.raises(SystemExit, match='--pipeline val: .* has no '
+                       'val_dataloader'):
+        chosen(tool, monkeypatch, TINY_CONFIG, '--pipeline', 'val')
+
+
+def test_the_written_config_still_loads_where_it_is_moved(tmp_path):
+    text = calibration.calibrated_config(
+        str(PROXY), dict(blocks=dict(type='ToMe', r=4)), False, ['note'])
+    moved = tmp_path / 'elsewhere' / 'deeper' / 'calibrated.py'
+    moved.parent.mkdir(parents=True)
+    moved.write_text(text)
+    cfg = Config.fromfile(str(moved))
+    assert cfg.model.backbone.token_reduction.blocks.r == 4
+
+
+def test_too_few_clips_for_the_mean_are_said(tool):
+    # The clips spread 0.107 (sample std): +-0.02 (95%) needs 110 clips.
+    per_clip = torch.tensor([0.4, 0.6] * 4, dtype=torch.float64)
+    error, needed = tool.mean_error(per_clip, 0.02)
+    std = float(per_clip.std())
+    assert error == pytest.approx(1.96 * std / 8 ** 0.5)
+    assert needed == math.ceil((1.96 * std / 0.02) ** 2) == 110
+    assert tool.mean_error(torch.full((5, ), 0.5), 0.02)[1] == 2
+
+
+@pytest.mark.slow
+def test_the_threshold_run_warns_below_the_clips_it_needs(actions,
+                                                          checkpoint,
+                                                          tmp_path):
+    output = calibrate(actions, checkpoint, tmp_path / 'thr.py', '--flops',
+                       '0.5', '--method', 'nepam_threshold',
+                       launcher=[sys.executable])
+    assert re.search(r'mean FLOPs 0\.\d+ of dense, \+-0\.\d+ \(95%\)',
+                     output)
+    assert re.search(r'warning: 6 clips are too few to know the mean FLOPs '
+                     r'within \+-0\.02 of dense \(95%\).* pass --clips \d+',
+                     output)

@@ -97,3 +97,12 @@ def test_budget_refuses_what_it_cannot_reach(actions):
         budget.threshold_for(scores, 0.)
     with pytest.raises(ValueError, match='cannot reach a mean FLOPs of 0.1'):
         budget.threshold_for(scores, 0.1)
+
+
+def test_budget_refuses_a_distance_before_any_clip_is_read():
+    """tools/calibrate.py --options distance=cosine stopped only after
+    decoding every clip."""
+    with pytest.raises(ValueError, match="distance must be one of "
+                       r"\('l1', 'l2'\), got 'cosine'"):
+        ThresholdBudget(Config.fromfile(str(PROXY)).model, (1, 2, 2),
+                        'cosine')

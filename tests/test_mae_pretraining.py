@@ -1,16 +1,21 @@
 """VideoMAE's masked-autoencoder pretraining
 (mmtokred/models/mae_pretraining.py) and the fine-tune config that loads its
 encoder."""
+import math
+import re
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import ROOT, run_tool, split_options
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
 import mmtokred.plugin  # noqa: F401
-from mmtokred.models.mae_pretraining import pixel_targets, tube_mask
+from mmtokred.models import mae_pretraining
+from mmtokred.models.mae_pretraining import (check_mask_ratio, pixel_targets,
+                                             tube_mask)
 
 PROXY = ROOT / 'configs' / 'proxy'
 TINY = dict(type='TokenReductionVisionTransformer', img_size=16,
@@ -110,7 +115,11 @@ def test_the_loss_is_on_the_hidden_patches_and_falls():
     assert torch.allclose(outputs['loss'],
                           (predicted - target).square().mean())
     spread = (target - target.mean(1, keepdim=True)).square().mean()
-    assert torch.allclose(outputs['residual_share'], outputs['loss'] / spread)
+    # Every hidden patch of a tiled clip is alike: spread ~1e-14, floored.
+    assert spread < mae_pretraining.RESIDUAL_SPREAD_FLOOR
+    assert torch.allclose(
+        outputs['residual_share'],
+        outputs['loss'] / mae_pretraining.RESIDUAL_SPREAD_FLOOR)
     with pytest.raises(ValueError, match="mode must be 'loss' or 'tensor'"):
         model(inputs, mode='predict')
 
@@ -127,6 +136,115 @@ def test_bad_pretraining_settings_are_named():
         tiny_pretrainer(mask_ratio=1.)
     with pytest.raises(ValueError, match='clips of the configured size'):
         tiny_pretrainer()(torch.zeros(1, 3, 4, 32, 32), mode='loss')
+
+
+# TINY's grid (2, 4, 4): 16 patches a frame, int(ratio * 16) of them hidden.
+TINY_RATIOS = r'mask_ratio must be in \[0\.0625, 1\) for the token grid ' \
+    r'\(2, 4, 4\), so that int\(mask_ratio \* 16\) hides at least 1 and ' \
+    r'at most 15 of the 16 patches of each frame, got '
+
+
+@pytest.mark.parametrize('ratio', [0, 0., 0.01, 0.0624, 1., 1.5])
+def test_a_mask_ratio_hiding_no_patch_or_every_patch_fails_at_build(ratio):
+    # 0 and 0.01 hide no patch: the loss had no target (F.mse_loss raised
+    # at the first batch); 1 and above hide every patch.
+    with pytest.raises(ValueError, match=TINY_RATIOS + repr(ratio) + '$'):
+        tiny_pretrainer(mask_ratio=ratio)
+
+
+@pytest.mark.parametrize('ratio, hidden', [(0.0625, 1), (0.99, 15)])
+def test_the_ends_of_the_mask_ratio_range_train(ratio, hidden):
+    model = tiny_pretrainer(mask_ratio=ratio)
+    _, _, mask = model(torch.randn(2, 3, 4, 16, 16), mode='tensor')
+    assert (mask.sum(1) == 2 * hidden).all()
+    assert torch.isfinite(model(torch.randn(2, 3, 4, 16, 16),
+                                mode='loss')['loss'])
+
+
+def test_the_least_mask_ratio_is_exact_in_floats():
+    # 1 / 49 * 49 rounds below 1: the bound is the next float up.
+    with pytest.raises(ValueError) as error:
+        check_mask_ratio(0., (1, 7, 7))
+    low = float(str(error.value).split('[')[1].split(',')[0])
+    assert low > 1 / 49 and int(low * 49) == 1
+    check_mask_ratio(low, (1, 7, 7))
+    with pytest.raises(ValueError, match='mask_ratio must be in'):
+        check_mask_ratio(math.nextafter(low, 0), (1, 7, 7))
+    with pytest.raises(ValueError, match='needs at least 2 patches per '
+                       'frame'):
+        check_mask_ratio(0.5, (4, 1, 1))
+
+
+@pytest.mark.parametrize('ratio, got', [
+    ('0.9', "'0.9' (a str)"), (None, 'None (a NoneType)'),
+    (True, 'True (a bool)'), (False, 'False (a bool)'),
+    (float('nan'), 'nan (a float)')])
+def test_a_mask_ratio_that_is_no_number_is_named(ratio, got):
+    with pytest.raises(ValueError, match=TINY_RATIOS + re.escape(got) + '$'):
+        tiny_pretrainer(mask_ratio=ratio)
+    with pytest.raises(ValueError, match=r'mask_ratio must be in \[0, 1\) '
+                       r'\(a number\), got '):
+        tube_mask(1, (2, 2, 2), ratio)
+
+
+def test_heads_that_do_not_divide_the_width_fail_at_build():
+    # Stock Attention built with 32 // 3 channels a head; the first forward
+    # failed in the qkv reshape.
+    with pytest.raises(ValueError, match=re.escape(
+            'decoder.num_heads must divide decoder.embed_dims=32 (one of '
+            '[1, 2, 4, 8, 16, 32]), got decoder.num_heads=3')):
+        MODELS.build(dict(type='VideoMAEPretrainer', backbone=TINY,
+                          decoder=dict(embed_dims=32, depth=1, num_heads=3)))
+    for heads in (0, 2.0, True):
+        with pytest.raises(ValueError, match=re.escape(
+                f'decoder.num_heads must be an integer in [1, inf], got '
+                f'{heads!r}')):
+            MODELS.build(dict(type='VideoMAEPretrainer', backbone=TINY,
+                              decoder=dict(embed_dims=32, num_heads=heads)))
+    # The encoder: the backbone's own build check, before any block.
+    with pytest.raises(ValueError, match=re.escape(
+            'num_heads must divide embed_dims=16 (one of [1, 2, 4, 8, 16]), '
+            'got num_heads=3')):
+        MODELS.build(dict(type='VideoMAEPretrainer',
+                          backbone=dict(TINY, num_heads=3)))
+    with pytest.raises(ValueError, match='num_heads must be a positive '
+                       'integer, got True'):
+        MODELS.build(dict(TINY, num_heads=True))
+
+
+@pytest.mark.parametrize('norm_pixels', [True, False])
+def test_residual_share_on_constant_clips_is_finite(norm_pixels):
+    # Every target equals its clip's mean: the spread is 0 (normalised:
+    # residual_share was inf) or rounding's ~1e-14 (pixels: ~1e14).
+    model = tiny_pretrainer(norm_pixels=norm_pixels)
+    clips = torch.full((2, 1, 3, 4, 16, 16), 77.)
+    inputs = model.data_preprocessor({'inputs': list(clips),
+                                      'data_samples': None},
+                                     training=True)['inputs']
+    torch.manual_seed(1)
+    predicted, target, _ = model(inputs, mode='tensor')
+    torch.manual_seed(1)
+    outputs = model(inputs, mode='loss')
+    spread = (target - target.mean(1, keepdim=True)).square().mean()
+    assert spread < mae_pretraining.RESIDUAL_SPREAD_FLOOR
+    assert torch.equal(outputs['loss'], F.mse_loss(predicted, target))
+    assert torch.equal(
+        outputs['residual_share'],
+        outputs['loss'].detach() / mae_pretraining.RESIDUAL_SPREAD_FLOOR)
+    assert torch.isfinite(outputs['residual_share'])
+
+
+def test_residual_share_of_varied_clips_is_the_loss_over_the_spread():
+    model = tiny_pretrainer(norm_pixels=False)
+    inputs = torch.randn(2, 3, 4, 16, 16)
+    torch.manual_seed(1)
+    predicted, target, _ = model(inputs, mode='tensor')
+    torch.manual_seed(1)
+    outputs = model(inputs, mode='loss')
+    spread = (target - target.mean(1, keepdim=True)).square().mean()
+    assert spread > mae_pretraining.RESIDUAL_SPREAD_FLOOR
+    assert torch.equal(outputs['residual_share'],
+                       outputs['loss'].detach() / spread)
 
 
 def test_the_fine_tune_config_loads_the_pretrained_encoder(tmp_path):

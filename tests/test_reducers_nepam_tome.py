@@ -1,4 +1,5 @@
 """NEPAM and ToMe in the backbone."""
+import re
 import warnings
 
 import pytest
@@ -143,6 +144,16 @@ def test_reduction_times_are_recorded_and_hooks_removed():
 def test_bad_budgets_raise_at_build(reducer, field):
     with pytest.raises(ValueError, match=field):
         build(reducer)
+
+
+def test_two_nepam_budgets_name_them_and_how_to_unset_one():
+    """A shipped config (ratio) switched to a threshold by --cfg-options
+    needs the ratio set to None: the error says so."""
+    with pytest.raises(ValueError, match=re.escape(
+            'got ratio=0.5, threshold=0.1; set the others to None')) as error:
+        build(dict(input=dict(NEPAM, ratio=0.5, threshold=0.1)))
+    assert 'model.backbone.token_reduction.input.ratio=None' in \
+        str(error.value)
 
 
 @pytest.mark.parametrize('reducer, field', [

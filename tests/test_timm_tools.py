@@ -119,6 +119,22 @@ def test_one_checkpoint_loader(tmp_path):
         load_checkpoint(classifier, str(unsafe))
 
 
+def test_another_models_checkpoint_is_refused(tmp_path):
+    """A DeiT-S checkpoint into a DeiT-Ti: stopped naming the counts and
+    the shape its tensors show, not torch's list of size mismatches."""
+    from mmtokred.checkpoint_fit import CheckpointMismatch
+    from mmtokred.timm.checkpoint import load_checkpoint
+    path = tmp_path / 'small.pth'
+    torch.save(timm.create_model('deit_small_patch16_224').state_dict(),
+               path)
+    with pytest.raises(CheckpointMismatch) as error:
+        load_checkpoint(timm.create_model(MODEL), str(path))
+    message = str(error.value)
+    assert 'tensors of VisionTransformer loaded' in message
+    assert 'a ViT with embed_dims 384, patch_size 16' in message
+    assert 'depth 12' in message
+
+
 def test_benchmark_timm_json(tmp_path):
     out = tmp_path / 'bench.json'
     result = run_tool([

@@ -27,12 +27,15 @@ import json
 from mmengine.config import Config, DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
+from mmtokred import checkpoint_fit
+from mmtokred.arguments import finite, integer, share
 from mmtokred.benchmark.compare import check_clip_shape, compare, format_table
 from mmtokred.benchmark.engines import ENGINES, compare_engines, format_engines
 from mmtokred.benchmark.threshold import compare_batching, format_batching
 from mmtokred.measure.forward import DTYPES, check_device
 from mmtokred.ops.attention import CPU_KERNELS
 from mmtokred.ops.linear import CPU_LINEARS
+from mmtokred.reducers import build_reducer
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,17 +47,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='weights for all models '
                         '(default: random, the same for all)')
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
-    parser.add_argument('--batch-size', type=int,
-                        help='clips per forward pass (default 1; with '
-                        '--batching 16)')
+    parser.add_argument('--batch-size', type=integer(1),
+                        help='clips per forward pass, >= 1 (default 1; with '
+                        '--batching 16, and at least 2)')
     parser.add_argument('--shape', type=int, nargs=3, metavar=('T', 'H', 'W'),
                         help="clip shape: T the config's num_frames, H and "
                         'W multiples of the patch (default: num_frames, '
                         'img_size)')
-    parser.add_argument('--warmup', type=int, default=1,
-                        help='untimed forward passes per model')
-    parser.add_argument('--repeats', type=int, default=3,
-                        help='timed forward passes per model')
+    parser.add_argument('--warmup', type=integer(0), default=1,
+                        help='untimed forward passes per model, >= 0 (>= 1 '
+                        'with --compile)')
+    parser.add_argument('--repeats', type=integer(1), default=3,
+                        help='timed forward passes per model, >= 1 (>= 2 '
+                        'for a spread)')
     parser.add_argument('--amp', action='store_true',
                         help='autocast (fp16 on GPU, bf16 on CPU)')
     parser.add_argument('--dtype', default=['fp32'], nargs='+',
@@ -82,11 +87,14 @@ def parse_args() -> argparse.Namespace:
                         help="NEPAM's threshold mode packed, padded and clip "
                         'by clip beside dense (one config with a NEPAM '
                         'input stage)')
-    parser.add_argument('--mean-tokens', type=float,
+    parser.add_argument('--mean-tokens', type=share,
                         help='--batching: the mean share of the tokens the '
-                        'clips keep, which sets the threshold (default 0.5)')
-    parser.add_argument('--threshold', type=float,
-                        help="--batching: NEPAM's threshold as given")
+                        'clips keep, in (0, 1], which sets the threshold '
+                        '(default 0.5)')
+    parser.add_argument('--threshold', type=finite,
+                        help="--batching: NEPAM's threshold as given (as "
+                        "NEPAM takes it: >= 0 for the l1 and l2 distances, "
+                        '>= -1 for cosine)')
     parser.add_argument('--json', help='also write the figures to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -126,11 +134,20 @@ def parse_args() -> argparse.Namespace:
             parser.error('give --mean-tokens or --threshold, not both')
         if args.mean_tokens is None and args.threshold is None:
             args.mean_tokens = 0.5
+        if args.batch_size == 1:
+            parser.error('--batch-size 1: --batching times a batch of clips '
+                         'that keep different numbers of tokens: give 2 or '
+                         'more (default 16)')
     elif args.mean_tokens is not None or args.threshold is not None:
         parser.error('--mean-tokens and --threshold are options of '
                      '--batching')
+    if args.compile and args.warmup < 1:
+        parser.error('--warmup 0: --compile needs --warmup 1 or more (the '
+                     'first pass compiles)')
     try:
         check_device(args.device, '--device')
+        if args.threshold is not None:
+            check_threshold(args)
         if args.shape is not None:
             cfg = Config.fromfile(args.config[0])
             cfg.merge_from_dict(args.cfg_options or {})
@@ -139,6 +156,23 @@ def parse_args() -> argparse.Namespace:
     except ValueError as exc:
         parser.error(str(exc))
     return args
+
+
+def check_threshold(args: argparse.Namespace) -> None:
+    """Raise ValueError naming ``--threshold`` unless the config's NEPAM
+    takes it (the bound depends on its distance)."""
+    cfg = Config.fromfile(args.config[0])
+    cfg.merge_from_dict(args.cfg_options or {})
+    reduction = cfg.model.backbone.get('token_reduction') or {}
+    nepam = dict(reduction.get('input') or {})
+    if nepam.get('type') != 'NEPAM':
+        raise ValueError(f'{args.config[0]} has no NEPAM input stage to '
+                         'threshold')
+    nepam.update(ratio=None, num_windows=None, threshold=args.threshold)
+    try:
+        build_reducer(nepam)
+    except ValueError as exc:
+        raise ValueError(f'--threshold {args.threshold:g}: {exc}') from None
 
 
 def main() -> None:
@@ -173,4 +207,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

@@ -14,6 +14,7 @@ import json
 
 import torch
 
+from mmtokred import checkpoint_fit
 from mmtokred.measure.forward import DTYPES
 from mmtokred.timm import PAPER_SETTINGS
 from mmtokred.timm.compare import (DEFAULT_BATCH_SIZES, DEFAULT_MODELS,
@@ -82,4 +83,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

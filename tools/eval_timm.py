@@ -13,6 +13,7 @@ import json
 
 import torch
 
+from mmtokred import checkpoint_fit
 from mmtokred.timm import PAPER_SETTINGS
 from mmtokred.timm.compare import (evaluate_timm, format_evaluation,
                                    token_reduction_arg)
@@ -64,4 +65,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

@@ -20,6 +20,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
+from mmtokred import checkpoint_fit
 from mmtokred.console import describe_reduction
 from mmtokred.deploy.from_config import (FORMATS, build_recognizer,
                                          clip_shape, export_recognizer)
@@ -86,4 +87,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

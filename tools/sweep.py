@@ -5,7 +5,7 @@
         [--flops 0.7 0.5 0.35 0.25] [--configs CALIBRATED.py ...]
         [--work-dir work_dirs/sweep] [--repeats 3] [--cfg-options ...]
     python tools/sweep.py CONFIG --replot SWEEP.csv
-    python tools/sweep.py CONFIG --histogram SWEEP.json
+    python tools/sweep.py --histogram SWEEP.json
 
 For each method and FLOPs target (a fraction of dense; default: the
 method's own targets) finds the least reduction within the target, runs
@@ -35,6 +35,7 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
+from mmtokred import checkpoint_fit
 from mmtokred.experiments.recipes import METHODS
 from mmtokred.experiments.sweep import (format_histograms, format_table,
                                         plot_pareto, read_table, sweep,
@@ -43,7 +44,9 @@ from mmtokred.experiments.sweep import (format_histograms, format_table,
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
+    parser.add_argument('config', nargs='?',
+                        help='the config of the sweep (not needed with '
+                        '--histogram)')
     parser.add_argument('checkpoints', nargs='*', metavar='checkpoint')
     parser.add_argument('--methods', nargs='+', default=list(METHODS),
                         help='names of methods (default: all), each may be '
@@ -71,13 +74,22 @@ def main():
                         help="only print an earlier sweep's histograms of "
                         'the FLOPs per clip, from its JSON')
     args = parser.parse_args()
-    title = Path(args.config).stem
     if args.histogram:
-        with open(args.histogram) as f:
-            print(format_histograms(json.load(f)) or
-                  f'{args.histogram} has no point whose tokens depend on '
-                  'the clip')
+        try:
+            with open(args.histogram) as f:
+                rows = json.load(f)
+        except (OSError, ValueError) as exc:
+            parser.error(f'--histogram {args.histogram}: not a sweep\'s JSON '
+                         f'({exc})')
+        print(format_histograms(rows) or
+              f'{args.histogram} has no point whose tokens depend on the '
+              'clip')
         return
+    if args.config is None:
+        parser.error('--replot needs CONFIG (its name titles the plot)'
+                     if args.replot else 'give CONFIG and at least one '
+                     'CHECKPOINT (only --histogram goes without a config)')
+    title = Path(args.config).stem
     if args.replot:
         out = str(Path(args.replot).with_suffix('.png'))
         plot_pareto(read_table(args.replot), out, title=title)
@@ -100,4 +112,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

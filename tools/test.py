@@ -17,7 +17,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 # The plugin applies the upstream fixes and registers mmtokred's modules.
-from mmtokred import console, plugin, upstream_fixes  # noqa: F401
+from mmtokred import (arguments, checkpoint_fit, console,  # noqa: F401
+                      plugin, upstream_fixes)
 from mmtokred.deploy.runtimes import ENGINES, PRECISIONS
 
 
@@ -81,6 +82,8 @@ def parse_args():
         type=float,
         default=2,
         help='display time of every window. (second)')
+    parser.add_argument('--partial-load', nargs='*', metavar='NAME',
+                        help=arguments.PARTIAL_LOAD_HELP)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -105,6 +108,8 @@ def parse_args():
                          '(use --precision)')
     elif args.precision != 'fp32':
         parser.error('--precision is an option of --backend')
+    if args.dump is not None and not args.dump.endswith(('.pkl', '.pickle')):
+        parser.error(f'--dump must name a .pkl file, got {args.dump}')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -123,8 +128,6 @@ def merge_args(cfg, args):
         cfg.default_hooks.visualization.interval = args.interval
 
     if args.dump is not None:
-        if not args.dump.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--dump must name a .pkl file, got {args.dump}')
         dump_metric = dict(type='DumpResults', out_file_path=args.dump)
         if isinstance(cfg.test_evaluator, (list, tuple)):
             cfg.test_evaluator = list(cfg.test_evaluator)
@@ -135,6 +138,7 @@ def merge_args(cfg, args):
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'))
         cfg.test_cfg['fp16'] = True
+    arguments.apply_partial_load(cfg, args)
     return cfg
 
 
@@ -176,4 +180,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

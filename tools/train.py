@@ -13,7 +13,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 # The plugin applies the upstream fixes and registers mmtokred's modules.
-from mmtokred import console, plugin, upstream_fixes  # noqa: F401
+from mmtokred import (arguments, checkpoint_fit, console,  # noqa: F401
+                      plugin, upstream_fixes)
 
 
 def parse_args():
@@ -60,6 +61,8 @@ def parse_args():
         'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
+    parser.add_argument('--partial-load', nargs='*', metavar='NAME',
+                        help=arguments.PARTIAL_LOAD_HELP)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -111,6 +114,8 @@ def merge_args(cfg, args):
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
 
+    arguments.apply_partial_load(cfg, args)
+
     if cfg.get('randomness', None) is None:
         cfg.randomness = dict(
             seed=args.seed,
@@ -122,9 +127,20 @@ def merge_args(cfg, args):
     return cfg
 
 
+#: What a config needs to train.
+TRAINING = ('train_dataloader', 'train_cfg', 'optim_wrapper')
+
+
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    missing = [key for key in TRAINING if not cfg.get(key)]
+    if missing:
+        raise SystemExit(
+            f'{args.config} does not train: it has no {", ".join(missing)} '
+            '(a test config); configs that train: configs/proxy/'
+            'videomae_proxy_dense.py, configs/proxy/*_finetune.py, '
+            'configs/finetune/*.py')
     upstream_fixes.prepare_cpu_distributed(cfg)
     try:
         console.build_runner(cfg, verbose=args.verbose).train()
@@ -133,4 +149,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

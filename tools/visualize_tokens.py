@@ -19,10 +19,10 @@ from mmaction.registry import MODELS
 from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from PIL import Image
 
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
+from mmtokred import checkpoint_fit
 from mmtokred.measure.observe import TokenRecorder
 from mmtokred.visualization import (annotate, caption, render_animation,
                                     render_grid, stage_labels, token_map,
@@ -43,6 +43,10 @@ def main():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args()
+    if not args.config.endswith('.py'):
+        parser.error(f'CONFIG (the second argument) must be a .py config, '
+                     f'got {args.config!r}: the video comes first, the '
+                     'checkpoint with --checkpoint')
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -50,7 +54,8 @@ def main():
     init_default_scope(cfg.get('default_scope', 'mmaction'))
     model = MODELS.build(cfg.model).eval()
     if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
+        checkpoint_fit.load_checkpoint(model, args.checkpoint,
+                                       cfg.get('partial_load'))
     backbone = model.backbone
     depth = len(backbone.blocks)
     blocks = sorted(set(args.blocks)) if args.blocks else [depth - 1]
@@ -108,4 +113,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with checkpoint_fit.exit_on_checkpoint_error():
+        main()

@@ -11,6 +11,8 @@ model = dict(
     backbone=dict(
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
+# The encoder's final norm is left out and fc_norm starts as initialised.
+partial_load = ['backbone.norm', 'backbone.fc_norm']
 
 # Half the epochs of training from scratch: a pretrained encoder starts
 # where a scratch one is after its first epochs at chance.

@@ -16,6 +16,7 @@ model = dict(
             blocks=dict(type='ToMe', r=(48, 48, 48, 48, 32, 16, 8, 4)),
             proportional_attention=True)))
 load_from = 'work_dirs/proxy_finetune_seed0/epoch_8.pth'
+partial_load = None  # the fine-tuned checkpoint fills every tensor
 
 max_epochs = 3
 train_cfg = dict(max_epochs=max_epochs, val_interval=1)

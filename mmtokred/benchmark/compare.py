@@ -16,7 +16,7 @@ from ..measure.kernels import attention_kernel_ms
 from ..measure.memory import MemoryProbe, allocated_bytes
 from ..measure.observe import ReducerTimer, TokenRecorder
 from ..measure.peak import limit_lines, machine_limits
-from ..measure.side_by_side import SideBySide, side_by_side
+from ..measure.side_by_side import SideBySide, format_spread, side_by_side
 from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
     cpu_kernel_set_to
 from ..ops.linear import CPU_LINEARS, cpu_linear, cpu_linear_reason, \
@@ -443,7 +443,8 @@ def format_table(result: Dict) -> str:
     for name, fig in result['models'].items():
         lines.append(
             f"{name:<{width}} {fig['math_dtype']:>8} "
-            f"{fig['clips_per_s']:>8.3f} {100 * fig['spread']:>6.1f}% "
+            f"{fig['clips_per_s']:>8.3f} "
+            f"{format_spread(fig['spread'], result['repeats']):>7} "
             f"{fig['gflops_per_clip']:>7.2f} "
             f"{fig['speedup_vs_stock']:>7.2f}x "
             f"{optional(fig, 'speedup_vs_dense', '.2f', suffix='x'):>8} "
@@ -461,7 +462,8 @@ def format_table(result: Dict) -> str:
         'GMACs); of achv: share of the achievable rate below; peak MiB: the '
         "forward pass's own peak, memory: its ratio to stock's; reducers: "
         'share of the forward pass in the token reducers; spread: (max - '
-        "min) / median of the repeats' times")
+        "min) / median of the repeats' times"
+        + (' (?: one repeat, unknown)' if result['repeats'] < 2 else ''))
     attention = result['attention']
     line = f"attention kernel: {attention['reason']}"
     if attention.get('ms'):

@@ -23,7 +23,7 @@ from ..deploy.runtimes import RuntimeModel
 from ..measure.flops import count_gflops
 from ..measure.forward import DTYPES, device_name, forward_fn, prepare
 from ..measure.observe import TokenRecorder
-from ..measure.side_by_side import side_by_side
+from ..measure.side_by_side import format_spread, side_by_side
 from ..ops.linear import cpu_linear, cpu_linear_reason
 from .compare import (built_clip_shape, check_clip_shape, config_names,
                       format_tokens)
@@ -215,7 +215,7 @@ _COLUMNS = (
     ('dtype', 5, lambda row: row['precision']),
     ('s/clip', 7,
      lambda row: f"{row['seconds_per_batch'] / row['batch']:.3f}"),
-    ('spread', 6, lambda row: f"{100 * row['spread']:.1f}%"),
+    ('spread', 6, lambda row: format_spread(row['spread'], row['turns'])),
     ('GMACs', 7, lambda row: f"{row['gflops_per_clip']:.2f}"),
     ('vs fastest dense', 16, lambda row: '-'
      if row['speedup_vs_fastest_dense'] is None else
@@ -234,7 +234,8 @@ def format_engines(result: Dict) -> str:
     """The rows of :func:`compare_engines` as one table, each dtype's
     fastest dense engine named below it."""
     batch = result['input_shape'][0]
-    rows = [dict(row, batch=batch) for row in result['rows']]
+    rows = [dict(row, batch=batch, turns=result['repeats'])
+            for row in result['rows']]
     width = max(6, *(len(row['model']) for row in rows))
 
     def line(cells: Sequence[str]) -> str:
@@ -268,5 +269,7 @@ def format_engines(result: Dict) -> str:
                  'inference precision); vs fastest dense: speedup over the '
                  'fastest engine running the dense model in the same dtype; '
                  'max |diff|: scores against the same model in torch fp32; '
-                 "spread: (max - min) / median of the turns' times")
+                 "spread: (max - min) / median of the turns' times"
+                 + (' (?: one turn, unknown)' if result['repeats'] < 2
+                    else ''))
     return '\n'.join(lines)

@@ -19,7 +19,7 @@ from ..measure.flops import count_gflops
 from ..measure.forward import check_device, device_name
 from ..measure.kernels import packed_kernel_ms
 from ..measure.observe import TokenRecorder
-from ..measure.side_by_side import side_by_side
+from ..measure.side_by_side import format_spread, side_by_side
 from ..ops import tubelet_pixels, window_layout, window_scores
 from ..ops.packed import packed_kernel
 
@@ -179,7 +179,7 @@ def format_batching(result: Dict) -> str:
     dense = result['ways']['dense']['clips_per_s']
     for way, fig in result['ways'].items():
         lines.append(f"{way:<14}{fig['clips_per_s']:>9.3f}"
-                     f"{100 * fig['spread']:>7.1f}%"
+                     f"{format_spread(fig['spread']):>8}"
                      f"{fig['gmacs_per_clip']:>12.2f}"
                      f"{fig['clips_per_s'] / dense:>9.2f}x")
     lines.append(
@@ -192,6 +192,8 @@ def format_batching(result: Dict) -> str:
     lines.append('one packed attention call at these lengths: ' + ', '.join(
         f'{kernel} {ms:.2f} ms'
         for kernel, ms in result['packed_kernel_ms'].items()))
-    lines.append("spread: (max - min) / median of the repeats' times; "
-                 'GMACs counted on the batch, per clip')
+    unknown = any(fig['spread'] is None for fig in result['ways'].values())
+    lines.append("spread: (max - min) / median of the repeats' times"
+                 + (' (?: one repeat, unknown)' if unknown else '')
+                 + '; GMACs counted on the batch, per clip')
     return '\n'.join(lines)

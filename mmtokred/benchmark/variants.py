@@ -7,9 +7,9 @@ from typing import Callable, Dict, Optional
 import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
 from torch import nn
 
+from .. import checkpoint_fit
 from ..measure.forward import forward_fn, prepare
 
 VARIANTS = ('stock', 'dense', 'ours')
@@ -60,7 +60,7 @@ def build_variants(configs: Dict[str, Config],
     torch.manual_seed(0)
     ours = build_variant(first, 'ours')
     if checkpoint:
-        load_checkpoint(ours, checkpoint, map_location='cpu', strict=True)
+        checkpoint_fit.load_checkpoint(ours, checkpoint)
     models = {'stock': build_variant(first, 'stock')}
     if any(has_token_reduction(cfg) for cfg in configs.values()):
         models['dense'] = build_variant(first, 'dense')

@@ -7,9 +7,9 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
 from torch import nn
 
+from .. import checkpoint_fit
 from .clip_classifier import ClipClassifier, check_exportable
 from .onnx_export import export_onnx, onnx_to_openvino
 
@@ -34,14 +34,14 @@ def clip_shape(cfg: Config,
 
 def build_recognizer(cfg: Config,
                      checkpoint: Optional[str] = None) -> nn.Module:
-    """``cfg.model`` in eval mode with ``checkpoint`` loaded strictly (every
-    key of the model and no other: a checkpoint of another model is
-    refused); None keeps the constructors' seeded random weights."""
+    """``cfg.model`` in eval mode with ``checkpoint``, which must fill every
+    tensor of the model (:mod:`mmtokred.checkpoint_fit`: a checkpoint of
+    another model is refused); None keeps the constructors' seeded random
+    weights."""
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
     if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                        logger='silent')
+        checkpoint_fit.load_checkpoint(model, checkpoint)
     return model
 
 

@@ -113,6 +113,11 @@ class Candidate:
     kls: Optional[Tensor] = field(default=None, repr=False)
 
 
+#: The block reducer's options the search itself sets (a threshold given
+#: is where its search starts).
+SEARCHED_OPTIONS = ('r', 'blocks')
+
+
 @dataclass
 class SearchSpace:
     """How a method's shape and amount become a ``token_reduction``.
@@ -135,6 +140,14 @@ class SearchSpace:
         name = self.method.rpartition('+')[2]
         self.input = self.method.startswith('nepam')
         self.reducer = BLOCK_REDUCERS.get(name)
+        searched = sorted(set(self.options) & set(SEARCHED_OPTIONS))
+        if searched or (self.options and self.reducer is None):
+            raise ValueError(
+                f'options of {self.method}: '
+                + (f'{searched} are what the search sets; give only other '
+                   f'options of {self.reducer}' if searched
+                   else 'it has no block reducer to take them')
+                + f', got {sorted(self.options)}')
         self.blocks = [] if self.reducer is None else (
             list(range(self.depth)) if self.reducer == 'ToMe' else
             every_block(self.depth))
@@ -395,12 +408,12 @@ def format_candidates(tried: Sequence[Candidate]) -> str:
     return '\n'.join(lines)
 
 
-def calibrated_config(base: str, out: str, reduction: Optional[Dict],
+def calibrated_config(base: str, reduction: Optional[Dict],
                       base_has_reduction: bool, notes: Sequence[str]) -> str:
-    """The text of a config that inherits ``base`` and changes only
+    """The text of a config that inherits ``base`` (by its absolute path:
+    the written file can be moved) and changes only
     ``model.backbone.token_reduction`` (replaced whole: ``_delete_`` where
     the base sets one)."""
-    relative = osp.relpath(osp.abspath(base), osp.dirname(osp.abspath(out)))
     if reduction is None:
         value = 'None'
     else:
@@ -409,7 +422,7 @@ def calibrated_config(base: str, out: str, reduction: Optional[Dict],
             reduction = dict(_delete_=True, **reduction)
         value = _python(reduction, 12)
     lines = [f'# {note}' for note in notes]
-    lines += [f"_base_ = '{relative}'", '',
+    lines += [f'_base_ = {osp.abspath(base)!r}', '',
               'model = dict(', '    backbone=dict(',
               f'        token_reduction={value}))', '']
     return '\n'.join(lines)

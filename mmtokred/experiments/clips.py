@@ -1,7 +1,8 @@
 """Clips decoded once, and the model they are run through.
 
 :class:`Clips` holds one of a config's data sets through one of its
-pipelines, decoded once and kept in memory in batches: every clip in list
+pipelines, decoded once and kept in memory in batches (or, with
+``keep=False``, decoded each time they are iterated): every clip in list
 order (the sweep: the test set, as the test loop sees it), or a seeded
 sample (the calibration). Under a distributed launcher each process keeps
 its share of the batches (batch ``j`` on rank ``j % world``) and
@@ -20,10 +21,10 @@ from mmengine.dataset import pseudo_collate
 from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from .. import checkpoint_fit
 from .. import plugin  # noqa: F401  (registers the backbone and reducers)
 
 SPLITS = ('train', 'val', 'test')
@@ -33,20 +34,24 @@ def recogniser(cfg: Config, checkpoint: Optional[str] = None,
                device: Optional[str] = None) -> nn.Module:
     """The config's model without token reduction, in eval mode on
     ``device`` (default: CUDA if present), with the weights of
-    ``checkpoint`` (None: random ones, from torch's global generator)."""
+    ``checkpoint`` (None: random ones, from torch's global generator),
+    which must fit it unless the config's ``partial_load`` says what may
+    stay unloaded (:mod:`mmtokred.checkpoint_fit`)."""
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.token_reduction = None
     model = MODELS.build(model_cfg)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu',
-                        logger='silent')
+        checkpoint_fit.load_checkpoint(model, checkpoint,
+                                       cfg.get('partial_load'))
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     return model.to(device).eval()
 
 
 class Clips:
     """Clips of the config's ``split`` data set through the pipeline of
-    its ``pipeline`` data loader, decoded once by that loader's workers.
+    its ``pipeline`` data loader, decoded once by that loader's workers
+    (no more of them than the machine's CPUs: :meth:`workers`), and kept;
+    or, with ``keep=False``, decoded as they are iterated and not kept.
 
     Args:
         cfg: the config.
@@ -57,12 +62,19 @@ class Clips:
             ``indices`` too).
         seed: of the sample.
         batch_size: clips per batch (None: the pipeline's data loader's).
+        keep: decode every batch once, now, and keep them all in
+            ``batches`` (a list: the sweep and the calibration go over them
+            many times). False: ``batches`` decodes each batch as it is
+            iterated and keeps none (each pass decodes again), for one pass
+            over clips too many to hold (a ViT-B clip's 15 views: about 50
+            MB).
     """
 
     def __init__(self, cfg: Config, split: str = 'test',
                  pipeline: Optional[str] = None,
                  num_clips: Optional[int] = None, seed: int = 0,
-                 batch_size: Optional[int] = None) -> None:
+                 batch_size: Optional[int] = None,
+                 keep: bool = True) -> None:
         pipeline = pipeline or split
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
@@ -98,16 +110,32 @@ class Clips:
         #: Clips in each batch of every process, in order.
         self.chunk_sizes = [len(c) for c in chunks]
         rank, world = get_dist_info()
-        # The data loader's workers decode; the batches are kept.
-        self.batches = list(DataLoader(
+        #: The data loader's workers that decode (:meth:`workers`).
+        self.num_workers = self.workers(loader.get('num_workers', 0))
+        batches = DataLoader(
             dataset, batch_sampler=chunks[rank::world],
-            num_workers=loader.get('num_workers', 0),
-            collate_fn=pseudo_collate))
+            num_workers=self.num_workers, collate_fn=pseudo_collate)
+        #: This process's batches, in order: a list (``keep``), else the
+        #: data loader, which decodes them anew on each pass.
+        self.batches = list(batches) if keep else batches
         self.metainfo = getattr(dataset, 'metainfo', None)
         self._cfg = cfg
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @staticmethod
+    def workers(configured: int) -> int:
+        """``configured`` data loader workers, at most one per CPU this
+        process may run on (torch's own rule, which warns above it:
+        ``os.sched_getaffinity`` where there is one, else
+        ``os.cpu_count()``; as configured where neither tells)."""
+        import os
+        if hasattr(os, 'sched_getaffinity'):
+            cpus = len(os.sched_getaffinity(0))
+        else:
+            cpus = os.cpu_count()
+        return min(configured, cpus) if cpus else configured
 
     def evaluator(self) -> Evaluator:
         """A fresh evaluator of the split (``test_evaluator`` for the test

@@ -46,9 +46,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 
+from .. import checkpoint_fit
 from ..console import duration
 from ..measure.flops import ShapeFlops
 from ..measure.forward import (forward_fn, interleaved_times,
@@ -298,8 +298,8 @@ def sweep(config: str,
           f'{len(clips)} test clips', flush=True)
     progress = ProgressBar(len(points) * len(checkpoints))
     for model, checkpoint in enumerate(checkpoints):
-        load_checkpoint(network, checkpoint, map_location='cpu',
-                        logger='silent')
+        checkpoint_fit.load_checkpoint(network, checkpoint,
+                                       cfg.get('partial_load'))
         reference = None
         for method, target, knob, reductions in points:
             reduction = reductions[model]

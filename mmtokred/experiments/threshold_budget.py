@@ -20,8 +20,9 @@ from mmengine.config import Config
 from torch import Tensor
 
 from ..measure.flops import ShapeFlops
-from ..measure.redundancy import Redundancy
+from ..measure.redundancy import DISTANCES, Redundancy
 from ..ops import window_layout
+from ..ops.checks import check_choice
 from .recipes import NEPAM_DEFAULT
 
 
@@ -83,6 +84,7 @@ class ThresholdBudget:
                  window: Sequence[int] = tuple(NEPAM_DEFAULT['window']),
                  distance: str = 'l1',
                  proportional_attention: bool = False) -> None:
+        check_choice('distance', distance, DISTANCES)
         self.flops = ShapeFlops(model_cfg)
         self.window = tuple(window)
         self.distance = distance

@@ -10,8 +10,14 @@ merges that share. Each score is also given relative to the view's
 distance between random pairs of its tubelets (the same distance, averaged
 over ``pairs`` seeded pairs of distinct tubelets), so that clips of other
 contrast compare.
+
+The NEPAM threshold that merges a share of the windows
+(:func:`merge_threshold`) is the least above the ``ceil(share * n)``-th
+smallest score, in NEPAM's own comparison: a window merges when its (fp32)
+score is under the threshold.
 """
 import math
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Dict, List, Sequence
 
 import torch
@@ -34,6 +40,41 @@ def share_distance(scores: Tensor, share: float) -> float:
     ordered = scores.flatten().sort().values
     k = max(math.ceil(share * ordered.numel()), 1)
     return float(ordered[k - 1])
+
+
+def merge_threshold(scores: Tensor, share: float) -> float:
+    """NEPAM's ``threshold`` that merges ``share`` (in (0, 1]) of the
+    windows whose fp32 ``scores`` are given: under it, the
+    ``ceil(share * n)``-th smallest score (at least the first) and every
+    smaller one, not one above (ties of that score merge with it: then a
+    little more than ``share``).
+
+    It is the shortest decimal that lies above that score and, as a float
+    and rounded to fp32, at most the next fp32 value: ``scores < threshold``
+    picks the same windows whether torch compares in fp32 or in double.
+    """
+    if not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ValueError(f'share must be a number in (0, 1], got {share!r}')
+    ordered = scores.detach().flatten().float().cpu().sort().values
+    if ordered.numel() == 0:
+        raise ValueError('no window scores to set a threshold from')
+    k = max(math.ceil(share * ordered.numel()), 1)
+    kth = ordered[k - 1]
+    above = float(torch.nextafter(kth, kth.new_tensor(math.inf)))
+    kth = float(kth)
+    with localcontext() as exact:
+        exact.prec = 1000  # every fp32 and double: exact
+        middle = (Decimal(kth) + Decimal(above)) / 2  # rounds to either
+        for digits in range(1, 40):
+            # The largest decimal of ``digits`` significant digits not above
+            # ``above``: if it is above the middle, it rounds to ``above``.
+            exponent = Decimal(above).adjusted() - digits + 1
+            text = str(Decimal(above).quantize(Decimal(1).scaleb(exponent),
+                                               rounding=ROUND_FLOOR))
+            value = float(text)
+            if Decimal(value) > middle and value <= above:
+                return value
+    return above
 
 
 def pair_distances(pixels: Tensor, distance: str, pairs: int = 256,
@@ -107,6 +148,13 @@ class Redundancy:
         ``threshold`` (what NEPAM's threshold mode merges)."""
         scores = torch.cat(self.scores[tuple(window)], 0)
         return float((scores < threshold).float().mean())
+
+    def merge_threshold(self, window: Sequence[int], share: float) -> float:
+        """NEPAM's ``threshold`` that merges ``share`` of the windows of
+        shape ``window`` over every view (:func:`merge_threshold`; what it
+        merges: :meth:`merged_share`)."""
+        return merge_threshold(torch.cat(self.scores[tuple(window)], 0),
+                               share)
 
     def windows_per_view(self, window: Sequence[int]) -> int:
         return self.scores[tuple(window)][0].shape[1]

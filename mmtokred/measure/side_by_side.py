@@ -36,9 +36,11 @@ class SideBySide:
     def median(self, name: str) -> float:
         return statistics.median(self.seconds[name])
 
-    def spread(self, name: str) -> float:
-        """``(max - min) / median`` of the turns' times; 0 for one turn."""
-        return spread(self.seconds[name]) or 0.
+    def spread(self, name: str) -> Optional[float]:
+        """``(max - min) / median`` of the turns' times; None for one turn
+        (nothing to compare: unknown, printed ``?`` by
+        :func:`format_spread`)."""
+        return spread(self.seconds[name])
 
     def speedup(self, name: str, reference: str) -> float:
         """The reference's median time over ``name``'s."""
@@ -58,11 +60,20 @@ class SideBySide:
 
     def figures(self, name: str) -> Dict:
         """``seconds_per_turn``, ``seconds_per_batch`` (the median),
-        ``spread`` and, where measured, ``activation_mib`` and
-        ``total_mib``."""
+        ``spread`` (None for one turn: unknown) and, where measured,
+        ``activation_mib`` and ``total_mib``."""
         return dict(seconds_per_turn=self.seconds[name],
                     seconds_per_batch=self.median(name),
                     spread=self.spread(name), **self.peaks.get(name, {}))
+
+
+def format_spread(value: Optional[float], turns: Optional[int] = None) -> str:
+    """A spread as a table cell: ``12.3%``, or ``?`` where it is unknown
+    (``value`` None, or fewer than two ``turns`` timed: one time has nothing
+    to spread from)."""
+    if value is None or (turns is not None and turns < 2):
+        return '?'
+    return f'{100 * value:.1f}%'
 
 
 def side_by_side(forwards: Dict[str, Callable[[], object]], warmup: int,

@@ -13,10 +13,26 @@ from mmcv.cnn.bricks.transformer import FFN
 from torch import Tensor
 
 from ..ops import TokenState, attention
+from ..ops.checks import check_int
 from ..ops.linear import (capturing_graph, chain_with_linear, cpu_linear,
                           has_forward_hooks, linear, linear_module)
 from ..ops.packed import packed_attention
 from ..reducers import AttentionInputs, BlockReducer
+
+
+def check_heads(embed_dims: int, num_heads: int, prefix: str = '') -> None:
+    """``num_heads`` must be a positive integer that divides the width
+    ``embed_dims``: attention splits the width into equal heads (stock
+    Attention would build with ``embed_dims // num_heads`` and fail only at
+    the first forward's reshape). ``prefix`` (``'decoder.'``) names the
+    fields as a config writes them."""
+    check_int(f'{prefix}embed_dims', embed_dims, 1)
+    check_int(f'{prefix}num_heads', num_heads, 1)
+    if embed_dims % num_heads:
+        divisors = [d for d in range(1, embed_dims + 1) if embed_dims % d == 0]
+        raise ValueError(
+            f'{prefix}num_heads must divide {prefix}embed_dims={embed_dims} '
+            f'(one of {divisors}), got {prefix}num_heads={num_heads}')
 
 
 class FusedAttention(Attention):

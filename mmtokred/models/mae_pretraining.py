@@ -9,6 +9,8 @@ patch normalised by its own mean and deviation. The encoder's weights keep
 the backbone's state-dict keys (``backbone.*``), so a fine-tune config
 loads them with ``init_cfg=dict(type='Pretrained', prefix='backbone.')``.
 """
+import math
+from numbers import Real
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -19,7 +21,17 @@ from mmengine.model import BaseModel, BaseModule, ModuleList
 from torch import Tensor, nn
 
 from ..ops import TokenState
-from .blocks import FusedAttention, ReducibleBlock
+from .blocks import FusedAttention, ReducibleBlock, check_heads
+
+#: Floor of the spread under ``residual_share`` (squared target units, as
+#: the loss): a batch of constant clips has spread 0 (rounding: ~1e-14).
+RESIDUAL_SPREAD_FLOOR = 1e-6
+
+
+def _is_number(value) -> bool:
+    """A real number that is not a bool and not NaN."""
+    return isinstance(value, Real) and not isinstance(value, bool) and (
+        not math.isnan(value))
 
 
 def tube_mask(batch: int, grid: Tuple[int, int, int], ratio: float,
@@ -31,11 +43,40 @@ def tube_mask(batch: int, grid: Tuple[int, int, int], ratio: float,
     """
     frames, height, width = grid
     per_frame = height * width
-    if not 0 <= ratio < 1:
-        raise ValueError(f'mask_ratio must be in [0, 1), got {ratio!r}')
+    if not (_is_number(ratio) and 0 <= ratio < 1):
+        raise ValueError(f'mask_ratio must be in [0, 1) (a number), got '
+                         f'{ratio!r}')
     hidden = int(ratio * per_frame)
     ranks = torch.rand(batch, per_frame, device=device).argsort(1).argsort(1)
     return (ranks < hidden).repeat(1, frames)
+
+
+def check_mask_ratio(ratio: float, grid: Tuple[int, int, int]) -> None:
+    """``ratio`` must hide at least one and at most ``N - 1`` of the ``N``
+    patches of each frame of ``grid``, counted as :func:`tube_mask` does
+    (``int(ratio * N)``): none hidden leaves the loss no target, none
+    visible leaves the encoder no input."""
+    per_frame = grid[1] * grid[2]
+    if per_frame < 2:
+        raise ValueError(
+            f'mask_ratio has no allowed value for the token grid '
+            f'{tuple(grid)}: masking needs at least 2 patches per frame (1 '
+            f'hidden, 1 visible), got mask_ratio={ratio!r}')
+    # The least float whose int(ratio * N) is 1; any float below 1 keeps
+    # int(ratio * N) <= N - 1.
+    low = 1 / per_frame
+    while int(math.nextafter(low, 0) * per_frame) >= 1:
+        low = math.nextafter(low, 0)
+    while int(low * per_frame) < 1:
+        low = math.nextafter(low, 1)
+    if not (_is_number(ratio) and low <= ratio < 1):
+        got = repr(ratio) if _is_number(ratio) else (
+            f'{ratio!r} (a {type(ratio).__name__})')
+        raise ValueError(
+            f'mask_ratio must be in [{low!r}, 1) for the token grid '
+            f'{tuple(grid)}, so that int(mask_ratio * {per_frame}) hides at '
+            f'least 1 and at most {per_frame - 1} of the {per_frame} patches '
+            f'of each frame, got {got}')
 
 
 def pixel_targets(videos: Tensor, tubelet_size: int, patch_size: int,
@@ -85,6 +126,7 @@ class VideoMAEDecoder(BaseModule):
                      dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
                  ]) -> None:
         super().__init__(init_cfg=init_cfg)
+        check_heads(embed_dims, num_heads, prefix='decoder.')
         self.embed = nn.Linear(in_dims, embed_dims, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
         nn.init.trunc_normal_(self.mask_token, std=.02)
@@ -131,7 +173,9 @@ class VideoMAEPretrainer(BaseModel):
             ``fc_norm``, as VideoMAE's fine-tuning does.
         decoder (dict): options of :class:`VideoMAEDecoder` (its sizes are
             taken from the backbone).
-        mask_ratio (float): share of each frame's patches hidden (0.9).
+        mask_ratio (float): share of each frame's patches hidden (0.9):
+            ``int(mask_ratio * N)`` of a frame's N patches, which must be
+            at least 1 and at most N - 1 (:func:`check_mask_ratio`).
         norm_pixels (bool): targets normalised per patch (VideoMAE's
             default), else the pixels in [0, 1].
         data_preprocessor (dict): ``ActionDataPreprocessor``; its mean and
@@ -161,7 +205,9 @@ class VideoMAEPretrainer(BaseModel):
                 'backbone.token_reduction must be None for pretraining: '
                 'the encoder already sees only the visible tokens')
         self.backbone = MODELS.build(dict(backbone, use_mean_pooling=False))
-        # A bad ratio fails at build.
+        check_mask_ratio(mask_ratio, self.backbone.configured_grid)
+        # One mask drawn at build: it advances the random generator as
+        # every build has, so a seed initialises the decoder the same.
         tube_mask(1, self.backbone.configured_grid, mask_ratio)
         self.mask_ratio = mask_ratio
         self.norm_pixels = norm_pixels
@@ -198,7 +244,14 @@ class VideoMAEPretrainer(BaseModel):
                 mode: str = 'tensor'):
         """``mode='loss'``: ``{'loss': ..., 'residual_share': ...}``;
         ``'tensor'``: the predicted and target pixels of the hidden tokens
-        and the mask."""
+        and the mask.
+
+        ``residual_share`` is the loss over the spread of the targets about
+        each clip's mean hidden patch (what predicting that mean would
+        score; 1: nothing learnt beyond it), the spread floored at
+        :data:`RESIDUAL_SPREAD_FLOOR`. On a batch of constant clips, where
+        the mean predicts every target, it is ``loss / 1e-6``: finite, and 0
+        once the model predicts the constant."""
         if inputs.dim() == 6:  # (B, views, C, T, H, W) from the pipeline
             inputs = inputs.flatten(0, 1)
         grid = self.backbone.configured_grid
@@ -217,6 +270,9 @@ class VideoMAEPretrainer(BaseModel):
             # Logged beside the loss: its share of what predicting each
             # clip's mean hidden patch would leave (1: nothing learnt).
             spread = (target - target.mean(1, keepdim=True)).square().mean()
+            # Floored: constant clips leave no spread (0, or rounding's
+            # ~1e-14), which would log inf or ~1e13.
+            spread = spread.clamp_min(RESIDUAL_SPREAD_FLOOR)
             return {'loss': loss, 'residual_share': loss.detach() / spread}
         if mode == 'tensor':
             return predicted, target, mask

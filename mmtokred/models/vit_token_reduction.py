@@ -10,10 +10,11 @@ from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from ..ops import TokenState
+from ..ops.checks import is_int
 from ..ops.packed import first_tokens, pack_padded
 from ..reducers import (REDUCERS, TokenReduction, build_reducer,
                         build_token_reduction)
-from .blocks import FusedAttention, ReducibleBlock
+from .blocks import FusedAttention, ReducibleBlock, check_heads
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
 
@@ -30,7 +31,7 @@ def _check_build_args(args: inspect.BoundArguments) -> None:
     for name in ('patch_size', 'num_frames', 'tubelet_size', 'embed_dims',
                  'num_heads'):
         value = args.arguments[name]
-        if not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f'{name} must be a positive integer, got {value}')
     frames, tubelet = args.arguments['num_frames'], args.arguments[
         'tubelet_size']
@@ -41,10 +42,7 @@ def _check_build_args(args: inspect.BoundArguments) -> None:
     if not isinstance(img_size, int) or img_size < patch or img_size % patch:
         raise ValueError(f'img_size={img_size} must be an integer multiple of '
                          f'patch_size={patch}')
-    dims, heads = args.arguments['embed_dims'], args.arguments['num_heads']
-    if dims % heads:
-        raise ValueError(
-            f'embed_dims={dims} must be a multiple of num_heads={heads}')
+    check_heads(args.arguments['embed_dims'], args.arguments['num_heads'])
 
 
 @MODELS.register_module()

@@ -57,10 +57,19 @@ class NEPAM(InputReducer):
             raise ValueError('NEPAM window must be 3 positive integers '
                              '(t, h, w), or 2 (h, w) for one frame, got '
                              f'{window!r}')
-        budgets = [b for b in (ratio, num_windows, threshold) if b is not None]
+        budgets = {name: value for name, value in (
+            ('ratio', ratio), ('num_windows', num_windows),
+            ('threshold', threshold)) if value is not None}
         if len(budgets) != 1:
-            raise ValueError('NEPAM needs exactly one of ratio, num_windows '
-                             f'and threshold, got {len(budgets)}')
+            given = ', '.join(f'{k}={v!r}' for k, v in budgets.items())
+            raise ValueError(
+                'NEPAM needs exactly one of ratio, num_windows and threshold, '
+                f'got {given or "none"}' + (
+                    '; set the others to None (a config that sets one, '
+                    'switched on the command line: --cfg-options '
+                    'model.backbone.token_reduction.input.threshold=0.1 '
+                    'model.backbone.token_reduction.input.ratio=None)'
+                    if len(budgets) > 1 else ''))
         for name, value, allowed in (('distance', distance, DISTANCES),
                                      ('representative', representative,
                                       REPRESENTATIVES),

@@ -7,7 +7,7 @@ from timm.models import clean_state_dict
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import Tensor, nn
 
-from .. import safe_loading
+from .. import checkpoint_fit, safe_loading
 
 #: Where training scripts put the weights in a checkpoint, in the order
 #: timm's own loader prefers them (the EMA weights first).
@@ -39,7 +39,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str) -> None:
     ``model``, every key required: timm's ViT filter converts official
     checkpoints (DeiT, the original ViT) and resamples the position
     embedding to the model's grid; a classifier the model was created
-    without (``num_classes=0``) is dropped."""
+    without (``num_classes=0``) is dropped. A checkpoint of another model
+    is refused (:func:`mmtokred.checkpoint_fit.check`)."""
     state = checkpoint_filter_fn(read_state_dict(checkpoint), model)
     classifiers = model.pretrained_cfg.get('classifier') or ()
     classifiers = (classifiers, ) if isinstance(classifiers, str) else \
@@ -49,4 +50,5 @@ def load_checkpoint(model: nn.Module, checkpoint: str) -> None:
         for key in (f'{name}.weight', f'{name}.bias'):
             if key not in own:
                 state.pop(key, None)
+    checkpoint_fit.check(model, state, str(checkpoint))
     model.load_state_dict(state, strict=True)

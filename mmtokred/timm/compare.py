@@ -27,7 +27,7 @@ from ..measure.forward import DTYPES, check_device, device_name, prepare
 from ..measure.memory import MemoryProbe, allocated_bytes
 from ..measure.observe import tokens_through_blocks
 from ..measure.peak import limit_lines, machine_limits
-from ..measure.side_by_side import side_by_side
+from ..measure.side_by_side import format_spread, side_by_side
 from .checkpoint import load_checkpoint
 from .patch import PAPER_SETTINGS, apply_token_reduction
 
@@ -276,7 +276,7 @@ def format_table(result: Dict) -> str:
             f"{row['images_per_s']:>8.2f} "
             f"{row['speedup_vs_timm']:>7.2f}x "
             f"{f'({low:.2f}-{high:.2f})':>13} "
-            f"{100 * row['spread']:>6.1f}% "
+            f"{format_spread(row['spread']):>7} "
             f"{row['activation_mib']:>9.1f} "
             f"{row['peak_mem_ratio_vs_timm']:>7.3f}  {tokens}")
     lines.append(
