@@ -189,3 +189,18 @@ def test_load_from_of_another_model_stops_the_runner(tmp_path,
     runner = CheckedRunner.from_cfg(cfg)
     with pytest.raises(CheckpointMismatch, match='0 of 111 tensors'):
         runner.load_or_resume()
+
+
+@pytest.mark.parametrize('method', ['tome', 'nepam_threshold'])
+def test_calibrate_stops_on_another_models_checkpoint_before_decoding(
+        proxy_checkpoint, tmp_path, method):
+    """Before: 0 of 59 tensors loaded, KL reported on random weights and a
+    config written. The demo config's clips are not there: the checkpoint
+    is refused first."""
+    result = run_tool([
+        sys.executable, 'tools/calibrate.py', str(TINY_CONFIG),
+        proxy_checkpoint, '--flops', '0.5', '--method', method, '--out',
+        str(tmp_path / 'c.py')], check=False)
+    assert result.returncode == 1
+    assert 'does not fit the model: 0 of 59 tensors' in result.stderr
+    assert not (tmp_path / 'c.py').exists()

@@ -49,7 +49,7 @@ def proxy_cfg(paths, config=PROXY):
 def calibrator(paths, checkpoint, method, clips=6):
     cfg = proxy_cfg(paths)
     grid = model_grid(cfg)
-    return Calibrator(cfg, checkpoint,
+    return Calibrator(cfg, recogniser(cfg, checkpoint, 'cpu'),
                       SearchSpace(method, grid.depth, grid.tokens),
                       Clips(cfg, 'train', 'val', clips, batch_size=4))
 

@@ -341,7 +341,7 @@ def test_side_by_side_takes_turns_after_warm_up(monkeypatch):
 
 
 def test_side_by_side_measures_memory_through_the_probe():
-    from mmtokred.measure.side_by_side import side_by_side
+    from mmtokred.measure.side_by_side import format_ratio, side_by_side
 
     class Probe:
         def peaks(self, forwards, device):
@@ -357,6 +357,11 @@ def test_side_by_side_measures_memory_through_the_probe():
     assert run.figures('ours')['spread'] is None  # one turn: unknown
     assert run.memory_ratio('ours', 'stock') == 0.25
     assert run.memory_ratio('ours', 'stock', 'total_mib') == 0.25
+    # A reference whose activations needed no new memory (the tiny model
+    # in bf16): no ratio, '?' in the tables (was a ZeroDivisionError).
+    run.peaks['stock']['activation_mib'] = 0.
+    assert run.memory_ratio('ours', 'stock') is None
+    assert format_ratio(None) == '?' and format_ratio(0.25) == '0.250'
     with pytest.raises(ValueError, match='repeats must be >= 1'):
         side_by_side({'stock': lambda: None}, warmup=0, repeats=0)
 

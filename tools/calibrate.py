@@ -179,6 +179,7 @@ def calibrate(args, cfg, started):
                             dict(args.options))
     except ValueError as error:
         raise SystemExit(f'--options: {error}')
+    model = recogniser(cfg, args.checkpoint)  # before any clip is decoded
     if rank == 0:
         print(f'calibrating {args.method} to <= {args.flops} of the dense '
               f'FLOPs: decoding up to {args.clips} clips of the '
@@ -187,7 +188,7 @@ def calibrate(args, cfg, started):
               flush=True)
     clips = Clips(cfg, args.split, args.pipeline, args.clips, args.seed,
                   args.batch_size)
-    calibrator = Calibrator(cfg, args.checkpoint, space, clips)
+    calibrator = Calibrator(cfg, model, space, clips)
     if rank == 0:
         print(f'{len(clips)} clips decoded and run dense in '
               f'{duration(time.perf_counter() - started)}', flush=True)
@@ -247,6 +248,7 @@ def calibrate_threshold(args, cfg, started):
                                  args.proportional_attention)
     except ValueError as error:
         raise SystemExit(f'--options: {error}')
+    model = recogniser(cfg, args.checkpoint)  # before any clip is decoded
     clips = Clips(cfg, args.split, args.pipeline, args.clips, args.seed,
                   args.batch_size)
     scores = clips.gather(budget.scores(cfg, clips.batches))
@@ -256,7 +258,6 @@ def calibrate_threshold(args, cfg, started):
         raise SystemExit(f'--flops {args.flops}: {error}')
     per_clip = budget.clip_flops(scores, threshold)
     reduction = budget.reduction(threshold)
-    model = recogniser(cfg, args.checkpoint)
     dense = clips.class_distributions(model)
     model.backbone.set_token_reduction(reduction)
     reduced = clips.class_distributions(model)

@@ -16,7 +16,8 @@ from ..measure.kernels import attention_kernel_ms
 from ..measure.memory import MemoryProbe, allocated_bytes
 from ..measure.observe import ReducerTimer, TokenRecorder
 from ..measure.peak import limit_lines, machine_limits
-from ..measure.side_by_side import SideBySide, format_spread, side_by_side
+from ..measure.side_by_side import (SideBySide, format_ratio, format_spread,
+                                    side_by_side)
 from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
     cpu_kernel_set_to
 from ..ops.linear import CPU_LINEARS, cpu_linear, cpu_linear_reason, \
@@ -452,7 +453,7 @@ def format_table(result: Dict) -> str:
             f"{fig['gflops_per_s']:>8.1f} "
             f"{100 * fig['share_of_achievable']:>6.0f}% "
             f"{fig['activation_mib']:>9.1f} "
-            f"{fig['peak_mem_ratio_vs_stock']:>7.3f} "
+            f"{format_ratio(fig['peak_mem_ratio_vs_stock']):>7} "
             f"{fig['total_mib']:>9.1f} "
             f"{optional(fig, 'reduction_overhead', '.1f', 100, '%'):>8}  "
             f"{format_tokens(fig['tokens_per_block'])}")
@@ -484,8 +485,8 @@ def format_table(result: Dict) -> str:
             continue
         line = (f"{name} vs stock: speedup {fig['speedup_vs_stock']:.2f}x, "
                 f"FLOPs {fig['flops_ratio_vs_stock']:.3f}, peak memory "
-                f"{fig['peak_mem_ratio_vs_stock']:.3f} (total "
-                f"{fig['total_mem_ratio_vs_stock']:.3f})")
+                f"{format_ratio(fig['peak_mem_ratio_vs_stock'])} (total "
+                f"{format_ratio(fig['total_mem_ratio_vs_stock'])})")
         if 'speedup_vs_dense' in fig:
             line += (f"; vs dense: speedup {fig['speedup_vs_dense']:.2f}x "
                      f"at {fig['flops_ratio_vs_dense']:.3f} of its FLOPs, "

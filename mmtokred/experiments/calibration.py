@@ -62,11 +62,11 @@ import numpy as np
 from mmaction.registry import MODELS
 from mmengine.config import Config
 from mmengine.dist import get_dist_info
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..console import duration
 from ..measure.flops import ShapeFlops
-from .clips import Clips, recogniser
+from .clips import Clips
 from .recipes import (BLOCK_REDUCERS, NEPAM_DEFAULT, THRESHOLD_MOVES,
                       every_block, half, least_knob, spend, stage_counts,
                       tome_r)
@@ -244,20 +244,21 @@ class Calibrator:
 
     Args:
         cfg: the config to calibrate (its model, data sets and pipelines).
-        checkpoint: weights of the model.
+        model: its model with the checkpoint's weights, as
+            :func:`~mmtokred.experiments.clips.recogniser` builds it (loaded
+            before the clips are decoded: a checkpoint that does not fit
+            stops the tool at once).
         space: the method's :class:`SearchSpace`.
         clips: the calibration clips.
         min_tokens: fewest tokens any block may be left with.
-        device: where the model runs (default: CUDA if present).
     """
 
-    def __init__(self, cfg: Config, checkpoint: str, space: SearchSpace,
-                 clips: Clips, min_tokens: int = 8,
-                 device: Optional[str] = None) -> None:
+    def __init__(self, cfg: Config, model: nn.Module, space: SearchSpace,
+                 clips: Clips, min_tokens: int = 8) -> None:
         self.space = space
         self.clips = clips
         self.min_tokens = min_tokens
-        self.model = recogniser(cfg, checkpoint, device)
+        self.model = model
         self.flops = ShapeFlops(cfg.model)
         self.dense = clips.class_distributions(self.model)
 

@@ -54,9 +54,14 @@ class SideBySide:
         return min(paired), max(paired)
 
     def memory_ratio(self, name: str, reference: str,
-                     key: str = 'activation_mib') -> float:
-        """``name``'s peak ``key`` over the reference's."""
-        return self.peaks[name][key] / self.peaks[reference][key]
+                     key: str = 'activation_mib') -> Optional[float]:
+        """``name``'s peak ``key`` over the reference's; None where the
+        reference's peak is 0 (a model whose activations fit in memory the
+        process already holds: nothing to compare with)."""
+        reference_peak = self.peaks[reference][key]
+        if reference_peak == 0:
+            return None
+        return self.peaks[name][key] / reference_peak
 
     def figures(self, name: str) -> Dict:
         """``seconds_per_turn``, ``seconds_per_batch`` (the median),
@@ -65,6 +70,12 @@ class SideBySide:
         return dict(seconds_per_turn=self.seconds[name],
                     seconds_per_batch=self.median(name),
                     spread=self.spread(name), **self.peaks.get(name, {}))
+
+
+def format_ratio(value: Optional[float]) -> str:
+    """A memory ratio as a table cell: ``0.512``, or ``?`` where it is
+    unknown (:meth:`SideBySide.memory_ratio`)."""
+    return '?' if value is None else f'{value:.3f}'
 
 
 def format_spread(value: Optional[float], turns: Optional[int] = None) -> str:

@@ -27,7 +27,8 @@ from ..measure.forward import DTYPES, check_device, device_name, prepare
 from ..measure.memory import MemoryProbe, allocated_bytes
 from ..measure.observe import tokens_through_blocks
 from ..measure.peak import limit_lines, machine_limits
-from ..measure.side_by_side import format_spread, side_by_side
+from ..measure.side_by_side import (format_ratio, format_spread,
+                                    side_by_side)
 from .checkpoint import load_checkpoint
 from .patch import PAPER_SETTINGS, apply_token_reduction
 
@@ -278,7 +279,7 @@ def format_table(result: Dict) -> str:
             f"{f'({low:.2f}-{high:.2f})':>13} "
             f"{format_spread(row['spread']):>7} "
             f"{row['activation_mib']:>9.1f} "
-            f"{row['peak_mem_ratio_vs_timm']:>7.3f}  {tokens}")
+            f"{format_ratio(row['peak_mem_ratio_vs_timm']):>7}  {tokens}")
     lines.append(
         'GMACs: multiply-accumulates per image (as tools/benchmark.py); '
         'FLOPs, speedup, memory: vs timm; range: lowest and highest paired '
