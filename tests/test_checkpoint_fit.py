@@ -2,6 +2,7 @@
 (mmtokred.checkpoint_fit): mmengine's own loads a checkpoint of another
 model with a warning and 0 of its tensors."""
 import sys
+import uuid
 
 import pytest
 import torch
@@ -108,12 +109,10 @@ def test_a_checkpoint_that_is_not_there_is_named(tmp_path):
 
 
 def test_the_runner_names_a_checkpoint_that_is_not_there(tmp_path):
-    init_default_scope('mmaction')
     cfg = Config.fromfile(PROXY)
     cfg.load_from = str(tmp_path / 'missing.pth')
-    cfg.work_dir = str(tmp_path)
     with pytest.raises(CheckpointNotFound, match='missing.pth: no such'):
-        CheckedRunner.from_cfg(cfg).load_or_resume()
+        runner_of(cfg, tmp_path).load_or_resume()
 
 
 def test_the_tools_model_refuses_another_models_checkpoint(proxy_checkpoint):
@@ -140,13 +139,19 @@ def test_test_tool_stops_on_another_models_checkpoint(video_data,
     assert 'Traceback' not in result.stderr
 
 
-def finetune_runner(tmp_path, checkpoint, **options):
+def runner_of(cfg: Config, tmp_path) -> CheckedRunner:
+    """A runner of its own name (two in one second would share one)."""
     init_default_scope('mmaction')
+    cfg.work_dir = str(tmp_path)
+    cfg.experiment_name = f'checkpoint_fit_{uuid.uuid4().hex}'
+    return CheckedRunner.from_cfg(cfg)
+
+
+def finetune_runner(tmp_path, checkpoint, **options):
     cfg = Config.fromfile(FINETUNE)
     cfg.model.backbone.init_cfg.checkpoint = checkpoint
-    cfg.work_dir = str(tmp_path)
     cfg.merge_from_dict(options)
-    return CheckedRunner.from_cfg(cfg)
+    return runner_of(cfg, tmp_path)
 
 
 def test_a_finetune_from_pretraining_says_what_starts_new(tmp_path):
@@ -181,12 +186,10 @@ def test_a_finetune_from_another_models_checkpoint_stops(tmp_path,
 
 def test_load_from_of_another_model_stops_the_runner(tmp_path,
                                                      tiny_checkpoint):
-    init_default_scope('mmaction')
     cfg = Config.fromfile(ROOT / 'configs' / 'proxy' /
                           'videomae_proxy_tome_finetune.py')
     cfg.load_from = tiny_checkpoint
-    cfg.work_dir = str(tmp_path)
-    runner = CheckedRunner.from_cfg(cfg)
+    runner = runner_of(cfg, tmp_path)
     with pytest.raises(CheckpointMismatch, match='0 of 111 tensors'):
         runner.load_or_resume()
 
