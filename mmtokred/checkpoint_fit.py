@@ -47,7 +47,8 @@ class CheckpointError(RuntimeError):
 
 
 class CheckpointMismatch(CheckpointError):
-    """A checkpoint leaves tensors of the model unloaded."""
+    """A checkpoint leaves tensors of the model unloaded, or holds tensors
+    the model has no place for."""
 
 
 class CheckpointNotFound(CheckpointError, FileNotFoundError):

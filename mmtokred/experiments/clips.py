@@ -11,6 +11,7 @@ clips' order. It offers the config's evaluator of the split (the test
 loop's metric) and the class distributions of the test loop's scores.
 """
 import copy
+import os
 from typing import Optional
 
 import numpy as np
@@ -130,7 +131,6 @@ class Clips:
         process may run on (torch's own rule, which warns above it:
         ``os.sched_getaffinity`` where there is one, else
         ``os.cpu_count()``; as configured where neither tells)."""
-        import os
         if hasattr(os, 'sched_getaffinity'):
             cpus = len(os.sched_getaffinity(0))
         else:
