@@ -3,8 +3,9 @@
 Importing it applies every workaround of :mod:`mmtokred.upstream_fixes` whose
 upstream bug is present (the one place that lists them) and registers the
 backbone and reducers of :mod:`mmtokred.models`, the checked dataset and
-hook of :mod:`mmtokred.data.checks` and the ``ExportedRecognizer`` of
-:mod:`mmtokred.deploy.recognizer`, in mmaction's registries; with timm
+hook of :mod:`mmtokred.data.checks`, the ``ExportedRecognizer`` of
+:mod:`mmtokred.deploy.recognizer` and the ``AttentionKernelHook`` of
+:mod:`mmtokred.attention_kernel_hook`, in mmaction's registries; with timm
 installed, also the frame backbone of :mod:`mmtokred.timm.backbone`
 (without timm, a placeholder of that name that says how to install it).
 """
@@ -16,6 +17,7 @@ from mmaction.registry import MODELS  # noqa: E402
 from .models import TokenReductionVisionTransformer  # noqa: E402
 from .data import checks  # noqa: E402,F401  (registers the data checks)
 from .deploy import recognizer  # noqa: E402,F401  (ExportedRecognizer)
+from . import attention_kernel_hook  # noqa: E402,F401  (its hook)
 
 
 def _register_timm_placeholder(missing: ImportError) -> None:

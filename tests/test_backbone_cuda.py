@@ -1,12 +1,24 @@
 """Every method on a GPU (skipped without CUDA): the same outputs as on the
 CPU in fp32, finite and agreeing with fp32 in fp16 and bf16, no host sync in
-a fixed-budget forward pass, and one graph under ``torch.compile``."""
+a fixed-budget forward pass, and one graph under ``torch.compile``. Packed
+batches in half precision at head dims 12 and 64, every packed attention
+kernel at ViT-B's shapes, and the host syncs they make, counted."""
 import contextlib
+import functools
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 import torch
+from mmaction.registry import MODELS
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from conftest import FIXED_BUDGETS, THRESHOLD, build_small
+from conftest import FIXED_BUDGETS, SMALL_BACKBONE, THRESHOLD, build_small
+from mmtokred.measure.host_reads import CudaSyncs
+from mmtokred.measure.observe import TokenRecorder
+from mmtokred.ops.attention import attention
+from mmtokred.ops.packed_attention import (packed_attention,
+                                           packed_kernel_set_to)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA GPU')
@@ -117,7 +129,6 @@ def test_compiles_to_one_graph_on_cuda(name):
 def test_packed_batch_on_the_gpu_is_each_clip_alone(kernel, blocks):
     """Packed threshold batches on CUDA, each packed attention kernel:
     each clip's output as alone, in fp32."""
-    from mmtokred.ops.packed import packed_kernel_set_to
     from test_packed import clips_of_different_redundancy
     model = build_small(dict(THRESHOLD, blocks=blocks,
                              proportional_attention=True)).to(DEVICE)
@@ -126,3 +137,161 @@ def test_packed_batch_on_the_gpu_is_each_clip_alone(kernel, blocks):
         batched = model(video)
         alone = torch.cat([model(clip[None]) for clip in video])
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+#: The packed attention kernels ('auto' picks one of them).
+KERNELS = ('per_clip', 'nested', 'varlen', 'flex')
+HALF = (torch.float16, torch.bfloat16)
+#: ToMe with a threshold: each clip its own count a block, packed.
+TOME_THRESHOLD = dict(type='ToMe', r=6, threshold=0.2)
+#: The small backbones by head dim: conftest's (12) and ViT-B's (64).
+BACKBONES = {12: SMALL_BACKBONE,
+             64: dict(SMALL_BACKBONE, embed_dims=128, num_heads=2)}
+#: ViT-B's attention: 12 heads of 64; clips of odd, even and no tokens.
+HEADS, HEAD_DIM = 12, 64
+VIT_B_LENGTHS = (1449, 0, 783, 1568, 5)
+
+
+def build_backbone(head_dim: int, blocks: Optional[dict]) -> torch.nn.Module:
+    """The small backbone of ``head_dim`` with threshold NEPAM (and
+    ``blocks``) and proportional attention, seeded, in eval mode."""
+    torch.manual_seed(0)
+    reduction = dict(THRESHOLD, blocks=blocks, proportional_attention=True)
+    return MODELS.build(dict(BACKBONES[head_dim],
+                             token_reduction=reduction)).eval()
+
+
+def clips_of_graded_flatness(batch: int = 4) -> Tensor:
+    """Noise clips, clip i flat over i of its 8 NEPAM windows (4 frames of
+    32 x 32 pixels): threshold NEPAM keeps 64 - 7 i tokens, odd for odd i."""
+    video = torch.randn(batch, 3, 8, 64, 64,
+                        generator=torch.Generator().manual_seed(0))
+    for i in range(batch):
+        for window in range(i):  # its (t, h, w): bits 2, 1 and 0
+            t, h, w = window >> 2, window >> 1 & 1, window & 1
+            video[i, :, 4 * t:4 * t + 4, 32 * h:32 * h + 32,
+                  32 * w:32 * w + 32] = 0.1 * (window + 1)
+    return video
+
+
+def random_qkv(batch: int, tokens: int,
+               dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """q, k, v ``(batch, 12, tokens, 64)`` and a log-size key bias
+    ``(batch, tokens)`` on the GPU in ``dtype``."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, HEADS, tokens, HEAD_DIM,
+                           generator=generator) for _ in range(3))
+    bias = torch.rand(batch, tokens, generator=generator).mul(3).add(1).log()
+    return tuple(t.to(DEVICE, dtype) for t in (q, k, v, bias))
+
+
+@contextlib.contextmanager
+def sync_debug_mode(mode: str) -> Iterator[None]:
+    """``torch.cuda.set_sync_debug_mode(mode)`` inside, 0 again after."""
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def each_clip_alone(model: torch.nn.Module,
+                    video: Tensor) -> Tuple[Tensor, List[List[int]]]:
+    """The clips' outputs run one at a time, and their tokens per block."""
+    outputs, tokens = [], []
+    for clip in video:
+        with TokenRecorder(model) as recorder:
+            outputs.append(model(clip[None]))
+        tokens += recorder.tokens_of_clips()
+    return torch.cat(outputs), tokens
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
+@pytest.mark.parametrize('dtype', HALF, ids=str)
+@pytest.mark.parametrize('blocks', [None, TOME_THRESHOLD],
+                         ids=['nepam', 'nepam_tome'])
+@pytest.mark.parametrize('head_dim', sorted(BACKBONES))
+def test_half_precision_packed_batch_is_each_clip_alone(
+        head_dim, blocks, dtype, kernel):
+    """Threshold NEPAM (and ToMe) packs clips of odd and even token counts;
+    in fp16 and bf16, at head dims 12 and 64, every kernel gives each clip
+    the tokens and (up to rounding) the output it gets alone."""
+    model = build_backbone(head_dim, blocks).to(DEVICE, dtype)
+    video = clips_of_graded_flatness().to(DEVICE, dtype)
+    with torch.no_grad(), packed_kernel_set_to(kernel):
+        with TokenRecorder(model) as recorder:
+            packed = model(video)
+        alone, alone_tokens = each_clip_alone(model, video)
+    assert any(n % 2 for n in recorder.clip_tokens_per_block[0]), \
+        recorder.clip_tokens_per_block[0]
+    assert recorder.tokens_of_clips() == alone_tokens
+    assert packed.dtype == dtype and torch.isfinite(packed).all()
+    # Cosine, not elementwise: a near tie between ToMe's r-th and next
+    # pair may break the other way in half precision (a different merge).
+    similarity = torch.cosine_similarity(packed.float(), alone.float(), -1)
+    assert similarity.min() > 0.999, similarity
+
+
+@pytest.mark.parametrize('with_bias', [False, True],
+                         ids=['no_bias', 'log_size_bias'])
+@pytest.mark.parametrize('dtype', HALF, ids=str)
+@pytest.mark.parametrize('kernel', ['nested', 'varlen', 'flex'])
+def test_packed_kernels_at_vit_b_shapes_equal_per_clip(
+        kernel, dtype, with_bias):
+    """12 heads of 64 over clips of 1449, 0, 783, 1568 and 5 tokens:
+    each kernel gives per_clip's output in fp16 and bf16."""
+    q, k, v, bias = random_qkv(1, sum(VIT_B_LENGTHS), dtype)
+    bias = bias if with_bias else None
+    run = functools.partial(packed_attention, q, k, v, HEAD_DIM**-0.5,
+                            VIT_B_LENGTHS, bias)
+    expected, got = run(kernel='per_clip'), run(kernel=kernel)
+    assert got.shape == q.shape and got.dtype == dtype
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize('with_bias', [False, True],
+                         ids=['no_bias', 'log_size_bias'])
+@pytest.mark.parametrize('dtype', HALF, ids=str)
+@pytest.mark.parametrize('tokens', [1568, 1449, 784])
+def test_default_sdpa_backend_agrees_with_math(tokens, dtype, with_bias):
+    """:func:`attention` through the SDPA backend torch picks (flash or
+    memory-efficient, the bias as a channel) against the math backend."""
+    q, k, v, bias = random_qkv(2, tokens, dtype)
+    bias = bias if with_bias else None
+    got = attention(q, k, v, HEAD_DIM**-0.5, bias)
+    with sdpa_kernel(SDPBackend.MATH):
+        expected = attention(q, k, v, HEAD_DIM**-0.5, bias)
+    assert got.shape == q.shape and torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize('with_bias', [False, True],
+                         ids=['no_bias', 'log_size_bias'])
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_packed_attention_never_waits_for_the_gpu(kernel, with_bias):
+    """No kernel reads the device: the lengths are host integers (after a
+    first call, which compiles flex)."""
+    q, k, v, bias = random_qkv(1, sum(VIT_B_LENGTHS), torch.float16)
+    run = functools.partial(packed_attention, q, k, v, HEAD_DIM**-0.5,
+                            VIT_B_LENGTHS, bias if with_bias else None,
+                            kernel=kernel)
+    run()
+    torch.cuda.synchronize()
+    with sync_debug_mode('error'):
+        run()
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_threshold_model_waits_once_a_block_at_most(kernel):
+    """Threshold NEPAM then ToMe on 8 packed clips in fp16: one sync for
+    NEPAM's counts and one a block for ToMe's, none in the kernels."""
+    model = build_small(dict(THRESHOLD, blocks=TOME_THRESHOLD,
+                             proportional_attention=True))
+    model = model.to(DEVICE, torch.float16)
+    video = clips_of_graded_flatness(batch=8).to(DEVICE, torch.float16)
+    with torch.no_grad(), packed_kernel_set_to(kernel):
+        model(video)  # compiles flex, loads kernels
+        with CudaSyncs() as syncs:
+            model(video)
+    assert 1 <= syncs.count <= 1 + SMALL_BACKBONE['depth'], syncs.messages

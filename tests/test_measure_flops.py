@@ -10,6 +10,7 @@ from mmtokred.experiments.recipes import METHODS, model_grid
 from mmtokred.measure.flops import ShapeFlops, count_gflops
 from mmtokred.measure.forward import forward_fn
 from mmtokred.measure.observe import TokenRecorder
+from mmtokred.ops.attention import key_bias_mode_set_to
 
 
 def test_attention_is_counted():
@@ -74,6 +75,21 @@ def test_the_closed_form_is_the_count_of_every_method(counted, name):
     for knob in (0., 0.4, 1.):
         counted.check(make(knob, counted.grid))
     counted.check(dict(make(0.4, counted.grid), proportional_attention=True))
+
+
+@pytest.mark.parametrize('mode', ['mask', 'channel'])
+def test_the_closed_form_counts_the_key_bias_as_attention_adds_it(
+        counted, mode):
+    """A mask adds no channel to attention's products; the channel one
+    padded to 8 (the closed form follows :func:`key_bias_mode`)."""
+    reduction = dict(blocks=dict(type='ToMe', r=5),
+                     proportional_attention=True)
+    with key_bias_mode_set_to(mode):
+        counted.check(reduction)
+        gflops = counted.shapes.gflops(reduction)
+    with key_bias_mode_set_to('mask' if mode == 'channel' else 'channel'):
+        other = counted.shapes.gflops(reduction)
+    assert (gflops < other) == (mode == 'mask')
 
 
 @pytest.mark.parametrize('reduction', [

@@ -14,8 +14,12 @@ from mmtokred.ops import (PADDING_BIAS, POSITIONS, REPRESENTATIVES,
                           window_scores)
 from mmtokred.ops.attention import (CPU_KERNEL_ENV, cpu_kernel,
                                     cpu_kernel_reason, cpu_kernel_set_to,
-                                    set_cpu_kernel)
+                                    key_bias_mode, key_bias_mode_set_to,
+                                    record_key_bias_choice, set_cpu_kernel)
 from mmtokred.ops.cosine import cosine_similarities
+from mmtokred.ops.importance import (attention_sharpness_importance,
+                                     pooled_query_importance,
+                                     received_attention_importance)
 
 
 def test_pool_without_sizes_is_plain_mean():
@@ -46,27 +50,53 @@ def test_ops_and_reducers_import_no_openmmlab_and_no_timm(package):
 
 
 # --- fused attention with a per-key bias --------------------------------
+@pytest.mark.parametrize('mode', ['mask', 'channel'])
 @pytest.mark.parametrize('head_dim', [64, 60, 8])
-def test_folded_key_bias_equals_explicit_bias(head_dim):
+def test_key_bias_each_way_equals_explicit_bias(head_dim, mode):
     q, k, v = torch.randn(3, 2, 4, 30, head_dim).unbind(0)
     size = torch.randint(1, 6, (2, 30)).float()
     state = TokenState(size=size[..., None])
     bias = state.key_bias(proportional=True)
     explicit = F.scaled_dot_product_attention(
         q, k, v, attn_mask=size.log()[:, None, None, :], scale=0.125)
-    torch.testing.assert_close(attention(q, k, v, 0.125, bias), explicit)
+    with key_bias_mode_set_to(mode):
+        torch.testing.assert_close(attention(q, k, v, 0.125, bias),
+                                   explicit)
 
 
-def test_padding_bias_hides_padded_keys():
+@pytest.mark.parametrize('mode', ['mask', 'channel'])
+def test_padding_bias_hides_padded_keys(mode):
     q, k, v = torch.randn(3, 1, 2, 10, 16).unbind(0)
     size = torch.ones(1, 10, 1)
     size[:, 7:] = 0
     for proportional in (False, True):
         bias = TokenState(size=size, padded=True).key_bias(proportional)
-        got = attention(q, k, v, 0.25, bias)
+        with key_bias_mode_set_to(mode):
+            got = attention(q, k, v, 0.25, bias)
         expected = F.scaled_dot_product_attention(
             q[:, :, :7], k[:, :, :7], v[:, :, :7], scale=0.25)
         torch.testing.assert_close(got[:, :, :7], expected)
+
+
+def test_key_bias_mode_by_device_measurement_and_setting():
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert key_bias_mode(cpu, torch.float32) == 'channel'  # the rule
+    assert key_bias_mode(cuda, torch.float16) == 'channel'
+    try:
+        record_key_bias_choice(cuda, torch.float16, 'mask')
+        assert key_bias_mode(cuda, torch.float16) == 'mask'
+        assert key_bias_mode(cuda, torch.bfloat16) == 'channel'  # per dtype
+    finally:
+        record_key_bias_choice(cuda, torch.float16, None)
+    with key_bias_mode_set_to('mask'):
+        assert key_bias_mode(cpu, torch.float32) == 'mask'
+    with pytest.raises(ValueError,
+                       match="record a measured choice, not 'auto'"):
+        record_key_bias_choice(cpu, torch.float32, 'auto')
+    with pytest.raises(ValueError, match="one of .'auto', 'mask', "
+                       "'channel'.*'bias'"):
+        with key_bias_mode_set_to('bias'):
+            pass
 
 
 @pytest.mark.parametrize('kernel', ['fused', 'blocked'])
@@ -348,3 +378,23 @@ def test_impossible_merges_raise(kwargs, field):
     conv, video, pos = embed_inputs()
     with pytest.raises(ValueError, match=field):
         neighbour_merge(video, conv.weight, conv.bias, pos, **kwargs)
+
+
+@pytest.mark.parametrize('score', ['received', 'pooled_query', 'sharpness'])
+def test_attention_importances_stay_finite_in_fp16_with_large_q_and_k(score):
+    """q k^T of these passes fp16's largest number (65504) before scaling,
+    not after (as the fused kernels scale first)."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.rand(1, 2, 6, 64, generator=generator) * 8 + 36
+               for _ in range(3))
+    assert ((q @ k.transpose(-2, -1)).half() == torch.inf).any()
+    importance = {
+        'received': lambda *t: received_attention_importance(*t, 0.125),
+        'pooled_query': lambda *t: pooled_query_importance(*t, 0.125),
+        'sharpness': lambda q, k, v: attention_sharpness_importance(
+            q, k, 0.125),
+    }[score]
+    half = importance(q.half(), k.half(), v.half())
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), importance(q, k, v),
+                               rtol=0.05, atol=2e-3)

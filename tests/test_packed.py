@@ -4,15 +4,22 @@ import shutil
 
 import pytest
 import torch
+from mmaction.registry import MODELS
+from torch._dynamo.utils import counters
 
-from conftest import FIXED_BUDGETS, build_small
+from conftest import FIXED_BUDGETS, TINY_CONFIG, build_small
 from mmtokred.measure.flops import count_gflops
+from mmtokred.measure.host_reads import HostReads
 from mmtokred.measure.observe import TokenRecorder
 from mmtokred.ops import TokenState, attention, weighted_mean
-from mmtokred.ops.packed import (PACKED_KERNELS, pack, pack_equal,
-                                 pack_padded, packed_attention, packed_cat,
-                                 packed_kernel, packed_kernel_set_to,
+from mmtokred.ops.packed import (pack, pack_equal, pack_padded, packed_cat,
                                  split_clips)
+from mmtokred.ops.packed_attention import (PACKED_KERNELS, packed_attention,
+                                           packed_kernel, packed_kernel_reason,
+                                           packed_kernel_set_to,
+                                           record_packed_choice)
+from mmtokred.ops import packed_flex
+from mmtokred.ops.packed_flex import document_mask
 from mmtokred.ops.token_state import packed_weighted_mean
 from mmtokred.reducers import AttentionInputs, build_reducer
 
@@ -31,10 +38,16 @@ def compiler_missing() -> bool:
 
 
 def kernel_param(kernel):
-    # flex_attention runs compiled: torch's inductor needs a C++ compiler.
-    return pytest.param(kernel, marks=pytest.mark.skipif(
-        kernel == 'flex' and compiler_missing(),
-        reason='flex_attention compiles C++: no compiler here'))
+    # flex_attention runs compiled: torch's inductor needs a C++ compiler;
+    # varlen_attn is FlashAttention (CUDA, half precision): tests/
+    # test_backbone_cuda.py runs it.
+    return pytest.param(kernel, marks=[
+        pytest.mark.skipif(kernel == 'flex' and compiler_missing(),
+                           reason='flex_attention compiles C++: no compiler '
+                           'here'),
+        pytest.mark.skipif(kernel == 'varlen',
+                           reason='varlen_attn runs on CUDA in fp16/bf16: '
+                           'tests/test_backbone_cuda.py')])
 
 
 def clips_of_different_redundancy(batch: int = 4, seed: int = 0):
@@ -82,15 +95,126 @@ def test_packed_attention_refuses_lengths_that_do_not_cover_the_tokens():
         packed_attention(q, k, v, 1., (4, 4), kernel='padded')
 
 
-def test_kernel_choice_by_device_and_override():
-    assert packed_kernel(torch.device('cpu')) == 'per_clip'
-    assert packed_kernel(torch.device('cuda')) == 'nested'
+def test_kernel_choice_by_device_dtype_measurement_and_override():
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert packed_kernel(cpu) == 'per_clip'
+    assert packed_kernel(cuda) == 'nested'  # fp32: FlashAttention has none
+    assert packed_kernel(cuda, torch.float16) == 'varlen'
+    assert packed_kernel(cuda, torch.bfloat16, dropout=True) == 'nested'
+    try:
+        record_packed_choice(cuda, torch.float16, 'flex')
+        assert packed_kernel(cuda, torch.float16) == 'flex'
+        assert 'measured' in packed_kernel_reason(cuda, torch.float16)
+        assert packed_kernel(cuda, torch.bfloat16) == 'varlen'  # per dtype
+        # flex has no dropout: training falls back to the rule.
+        assert packed_kernel(cuda, torch.float16, dropout=True) == 'nested'
+    finally:
+        record_packed_choice(cuda, torch.float16, None)
+    assert 'not measured' in packed_kernel_reason(cuda, torch.float16)
     with packed_kernel_set_to('flex'):
-        assert packed_kernel(torch.device('cpu')) == 'flex'
-    assert packed_kernel(torch.device('cpu')) == 'per_clip'
+        assert packed_kernel(cpu) == 'flex'
+    assert packed_kernel(cpu) == 'per_clip'
     with pytest.raises(ValueError, match='MMTOKRED_PACKED_ATTENTION|kernel'):
         with packed_kernel_set_to('fast'):
             pass
+
+
+def test_a_kernel_that_cannot_run_here_is_refused_by_name():
+    q, k, v, _ = packed_qkv((4, 4))
+    with pytest.raises(ValueError, match="'varlen' packed attention kernel "
+                       'cannot run here: it runs FlashAttention, on CUDA'):
+        packed_attention(q, k, v, 1., (4, 4), kernel='varlen')
+    with pytest.raises(ValueError, match='no dropout'):
+        packed_attention(q, k, v, 1., (4, 4), dropout_p=0.1, kernel='flex')
+
+
+@pytest.mark.skipif(compiler_missing(), reason='flex compiles C++')
+def test_flex_runs_nine_length_sets_on_one_compiled_kernel():
+    """A threshold budget gives every batch a new total length; compiled for
+    static shapes, flex recompiled for each, and past dynamo's recompile
+    limit (8) ran eager flex_attention over the whole score matrix."""
+    generator = torch.Generator().manual_seed(5)
+    length_sets = [tuple(int(n) for n in torch.randint(
+        1, 300, (4, ), generator=generator)) for _ in range(9)]
+    assert len({sum(lengths) for lengths in length_sets}) == 9
+    torch._dynamo.reset()
+    graphs = counters['stats']['unique_graphs']
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for lengths in length_sets:
+            q, k, v, _ = packed_qkv(lengths, dim=16, seed=sum(lengths))
+            got = packed_attention(q, k, v, 0.25, lengths, kernel='flex')
+            expected = packed_attention(q, k, v, 0.25, lengths,
+                                        kernel='per_clip')
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert counters['stats']['unique_graphs'] - graphs <= 2
+
+
+@pytest.mark.parametrize('lengths', [(5, 300, 0, 129), (128, 128), (7, ),
+                                     (200, 56, 1, 250)])
+def test_flex_block_mask_from_the_clip_spans_equals_create_block_mask(
+        lengths):
+    from torch.nn.attention.flex_attention import create_block_mask
+    clip = torch.repeat_interleave(torch.arange(len(lengths)),
+                                   torch.tensor(lengths))
+    total = sum(lengths)
+    expected = create_block_mask(
+        lambda b, h, q, k: clip[q] == clip[k], None, None, total, total,
+        device='cpu')
+    got = document_mask(lengths, torch.device('cpu'))
+    assert torch.equal(got.to_dense(), expected.to_dense())
+    assert torch.equal(got.full_kv_num_blocks, expected.full_kv_num_blocks)
+
+
+def test_flex_gets_head_dims_of_16_or_more(monkeypatch):
+    """Inductor's CUDA flex_attention has no kernel under 16 channels a
+    head (torch/_inductor/kernel/flex/flex_attention.py): the tiny models'
+    12 are padded with zero channels."""
+    from torch.nn.attention.flex_attention import flex_attention
+    widths = []
+
+    def eager_flex(q, k, v, block_mask, scale, bias):
+        widths.append((q.shape[-1], k.shape[-1], v.shape[-1]))
+        return flex_attention(q, k, v, block_mask=block_mask, scale=scale)
+
+    monkeypatch.setattr(packed_flex, '_compiled_flex', lambda: eager_flex)
+    lengths = (5, 17, 9)
+    q, k, v, _ = packed_qkv(lengths, dim=12)
+    got = packed_attention(q, k, v, 0.3, lengths, kernel='flex')
+    assert widths == [(16, 16, 16)] and got.shape == q.shape
+    torch.testing.assert_close(
+        got, packed_attention(q, k, v, 0.3, lengths, kernel='per_clip'),
+        rtol=1e-5, atol=1e-5)
+
+
+def test_per_clip_attention_reads_nothing_from_the_device():
+    """The CPU's kernel. On CPU, nested attention falls back to torch's math
+    path, which splits by lengths read off the device, and a compiled flex
+    runs eager under a dispatch mode: tests/test_backbone_cuda.py counts
+    their waits on CUDA (``set_sync_debug_mode``)."""
+    lengths = (5, 0, 17, 9)
+    q, k, v, bias = packed_qkv(lengths)
+    with HostReads() as reads:
+        packed_attention(q, k, v, 0.3, lengths, bias, kernel='per_clip')
+    assert reads.count == 0
+
+
+def test_threshold_budgets_read_the_device_once_a_block_at_most():
+    """The tiny demo model (4 blocks), 8 clips of graded redundancy, NEPAM's
+    threshold then ToMe's, packed: one read of the clips' lengths after
+    NEPAM and one of ToMe's counts a block (was one a clip and block)."""
+    from mmengine.config import Config
+    backbone = dict(Config.fromfile(TINY_CONFIG).model.backbone)
+    backbone.update(token_reduction=dict(
+        input=THRESHOLD_NEPAM, blocks=dict(type='ToMe', r=6, threshold=0.2)))
+    model = MODELS.build(backbone).eval()
+    video = clips_of_different_redundancy(batch=8)
+    with torch.no_grad(), TokenRecorder(model) as recorder:
+        model(video)
+    per_block = recorder.clip_tokens_per_block
+    assert len(set(per_block[0])) > 1 and per_block[-1] != per_block[0]
+    with torch.no_grad(), HostReads() as reads:
+        model(video)
+    assert reads.count <= 1 + backbone['depth'], reads.count
 
 
 def test_pooling_is_each_clips_weighted_mean_and_an_empty_clip_is_nan():

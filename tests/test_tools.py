@@ -153,6 +153,27 @@ def test_unreachable_url_names_it_and_the_way_out(video_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_gpu_check_runs_every_part_on_the_tiny_model():
+    """tools/gpu_check.py as ../shared/device runs it, on the tiny model on
+    CPU (--tiny, a dry run): every part prints and none fails."""
+    done = run_tool([sys.executable, 'tools/gpu_check.py', '--device', 'cpu',
+                     '--tiny', '--batch-size', '4', '--repeats', '1',
+                     '--dtype', 'fp32'])
+    out = done.stdout
+    for part in ('versions', 'side by side with stock', 'threshold batches',
+                 'host waits a forward pass'):
+        assert part in out
+    assert 'at most 5 waits a forward pass' in out
+    assert 'per_clip  host reads 5,' in out  # 1 after NEPAM, 1 a block
+    assert "varlen    - (it runs FlashAttention" in out
+    assert out.rstrip().splitlines()[-1].startswith(
+        'gpu_check: 0 part(s) failed')
+    refused = run_tool([sys.executable, 'tools/gpu_check.py', '--device',
+                        'cuda:7'], check=False)
+    assert refused.returncode == 2 and '--device cuda:7' in refused.stderr
+
+
+@pytest.mark.slow
 def test_benchmark_tool_writes_json(tmp_path):
     out = tmp_path / 'bench.json'
     result = run_tool([
@@ -288,10 +309,23 @@ def test_batching_benchmark_times_packed_padded_and_single_clips():
         assert way in table
 
 
+@pytest.mark.parametrize('flags, precision', [
+    (['--dtype', 'bf16'], 'in bf16:'), (['--amp'], 'in amp (bf16):')])
+def test_batching_benchmark_times_half_precision(flags, precision):
+    """The precision users run on GPUs, timed packed (was refused)."""
+    nepam = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
+    done = run_tool([sys.executable, 'tools/benchmark.py', str(nepam),
+                     '--batching', '--batch-size', '3', '--repeats', '1',
+                     *flags])
+    assert precision in done.stdout
+    assert 'one packed attention call at these lengths: per_clip' in \
+        done.stdout
+
+
 def test_benchmark_batching_mode_refuses_what_it_does_not_run():
     nepam = TINY_CONFIG.parent / 'videomae_tiny_nepam.py'
-    for flags in (['--dtype', 'bf16'], ['--threshold', '0.5',
-                                        '--mean-tokens', '0.5']):
+    for flags in (['--amp', '--dtype', 'bf16'], ['--compile'],
+                  ['--threshold', '0.5', '--mean-tokens', '0.5']):
         refused = run_tool([sys.executable, 'tools/benchmark.py', str(nepam),
                             '--batching', *flags], check=False)
         assert refused.returncode == 2, refused.stderr

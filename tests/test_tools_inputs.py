@@ -126,7 +126,8 @@ def _batching_result(spread) -> dict:
     ways = {way: dict(seconds=0.5, spread=spread, clips_per_s=2.,
                       gmacs_per_clip=1.)
             for way in ('dense', 'packed', 'padded', 'clip_by_clip')}
-    return dict(config='c.py', device='cpu', batch_size=2, threshold=0.5,
+    return dict(config='c.py', device='cpu', precision='fp32', batch_size=2,
+                threshold=0.5,
                 tokens_per_clip=[10, 20], mean_token_share=0.3,
                 padded_length=20, ways=ways, packed_vs_dense=1.,
                 packed_vs_padded=1., packed_vs_clip_by_clip=1.,

@@ -9,6 +9,7 @@
         --engines torch onnxruntime openvino [--dtype fp32 bf16]
     python tools/benchmark.py configs/videomae_nepam.py --batching
         [--mean-tokens 0.5 | --threshold T] [--batch-size 16] [--device cuda]
+        [--amp | --dtype fp32|bf16|fp16]
 
 With --engines, every model (stock, dense, each config) runs in each named
 engine (torch eager; ONNX Runtime and OpenVINO on the model exported to
@@ -18,7 +19,8 @@ engine of each dtype (CPU only; the deploy extra).
 With --batching, the config's NEPAM runs in threshold mode (each clip keeps
 the tokens its content needs; the threshold set for a mean share of the
 tokens on clips of graded redundancy) and a batch of such clips is timed
-packed, padded and clip by clip beside dense, side by side.
+packed, padded and clip by clip beside dense, side by side, with one call
+of each packed attention kernel at the batch's lengths.
 """
 import argparse
 import functools
@@ -124,12 +126,14 @@ def parse_args() -> argparse.Namespace:
             parser.error('--batching takes one config')
         others = [flag for flag, used in (
             ('--checkpoint', args.checkpoint), ('--shape', args.shape),
-            ('--amp', args.amp), ('--dtype', args.dtype != 'fp32'),
             ('--compile', args.compile), ('--stock-fp32', args.stock_fp32))
             if used]
         if others:
-            parser.error(f'--batching times fp32 eager models with random '
+            parser.error(f'--batching times eager models with random '
                          f'weights on its own clips: not with {others}')
+        if args.amp and args.dtype != 'fp32':
+            parser.error('--amp runs fp32 weights under autocast: not with '
+                         f'--dtype {args.dtype}')
         if args.mean_tokens is not None and args.threshold is not None:
             parser.error('give --mean-tokens or --threshold, not both')
         if args.mean_tokens is None and args.threshold is None:
@@ -187,7 +191,7 @@ def main() -> None:
         result = compare_batching(
             args.config[0], args.mean_tokens, args.threshold,
             args.batch_size or 16, args.repeats, args.cfg_options,
-            args.device)
+            args.device, args.dtype, args.amp)
         print(format_batching(result))
     else:
         result = compare(

@@ -9,6 +9,6 @@ model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
 # leaves broken videos out and counts them (docs/data.md).
 test_dataloader = dict(
     dataset=dict(type='CheckedVideoDataset', num_classes=400))
-custom_hooks = [dict(type='DataCheckHook')]
+custom_hooks = [dict(type='DataCheckHook'), dict(type='AttentionKernelHook')]
 
 load_from = 'https://download.openmmlab.com/mmaction/v1.0/recognition/videomae/vit-large-p16_videomae-k400-pre_16x4x1_kinetics-400_20221013-229dbb03.pth'  # noqa: E501

@@ -10,6 +10,6 @@ model = dict(backbone=dict(type='TokenReductionVisionTransformer'))
 # leaves broken videos out and counts them (docs/data.md).
 test_dataloader = dict(
     dataset=dict(type='CheckedVideoDataset', num_classes=400))
-custom_hooks = [dict(type='DataCheckHook')]
+custom_hooks = [dict(type='DataCheckHook'), dict(type='AttentionKernelHook')]
 
 load_from = 'https://download.openmmlab.com/mmaction/v1.0/recognition/videomaev2/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth'  # noqa: E501

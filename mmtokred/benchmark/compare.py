@@ -12,14 +12,15 @@ from ..measure.flops import count_gflops
 from ..measure.forward import (DTYPES, autocast_dtype, check_device,
                                device_name, forward_fn, prepare,
                                seconds_per_batch)
-from ..measure.kernels import attention_kernel_ms
+from ..measure.kernels import attention_kernel_ms, key_bias_ms
 from ..measure.memory import MemoryProbe, allocated_bytes
 from ..measure.observe import ReducerTimer, TokenRecorder
 from ..measure.peak import limit_lines, machine_limits
 from ..measure.side_by_side import (SideBySide, format_ratio, format_spread,
                                     side_by_side)
-from ..ops.attention import CPU_KERNELS, cpu_kernel, cpu_kernel_reason, \
-    cpu_kernel_set_to
+from ..ops.attention import (CPU_KERNELS, cpu_kernel, cpu_kernel_reason,
+                             cpu_kernel_set_to, key_bias_mode,
+                             key_bias_mode_reason)
 from ..ops.linear import CPU_LINEARS, cpu_linear, cpu_linear_reason, \
     cpu_linear_set_to
 from .variants import build_variants, has_token_reduction
@@ -331,6 +332,9 @@ def _compare(cfgs: Dict[str, Config], checkpoint: Optional[str],
                              (batch_size, heads, dense_tokens,
                               embed_dims // heads)),
         linear=_linear(dev, probe['linear_kernel']),
+        key_bias=_key_bias(dev, math_dtype(names[0]), models,
+                           (batch_size, heads, dense_tokens,
+                            embed_dims // heads)),
         max_abs_diff_dense_vs_stock=float(
             (outputs[reference] - outputs['stock']).abs().max()),
     )
@@ -378,6 +382,19 @@ def _attention(dev: torch.device, dtype: torch.dtype, setting: str,
         figures.update(shape=list(shape),
                        ms=attention_kernel_ms(shape, dtype))
     return figures
+
+
+def _key_bias(dev: torch.device, dtype: torch.dtype,
+              models: Dict[str, nn.Module],
+              shape: Sequence[int]) -> Optional[Dict]:
+    """Where a model's attention adds a key bias: the way it is added, why,
+    and both ways' time at the dense shape; else None."""
+    if not any(getattr(getattr(model, 'backbone', None), 'adds_key_bias',
+                       False) for model in models.values()):
+        return None
+    return dict(mode=key_bias_mode(dev, dtype),
+                reason=key_bias_mode_reason(dev, dtype), shape=list(shape),
+                ms=key_bias_ms(shape, dev, dtype))
 
 
 def _linear(dev: torch.device, setting: str) -> Dict:
@@ -473,6 +490,12 @@ def format_table(result: Dict) -> str:
                      f'{kernel} {ms:.1f} ms'
                      for kernel, ms in attention['ms'].items()))
     lines.append(line)
+    if result.get('key_bias'):
+        bias = result['key_bias']
+        lines.append(
+            f"key bias: {bias['reason']}; one call at (B, H, N, D) = "
+            f"{tuple(bias['shape'])}: " + ', '.join(
+                f'{mode} {ms:.1f} ms' for mode, ms in bias['ms'].items()))
     if result.get('linear'):  # absent from results saved before it
         lines.append(f"fp32 matrix products: {result['linear']['reason']}")
     best = {}

@@ -16,13 +16,16 @@ from mmengine.config import Config
 
 from ..experiments.threshold_budget import least_threshold
 from ..measure.flops import count_gflops
-from ..measure.forward import check_device, device_name
-from ..measure.kernels import packed_kernel_ms
+from ..measure.forward import (DTYPES, autocast_dtype, check_device,
+                               device_name)
+from ..measure.kernels import choose_packed_kernel, packed_kernel_ms
 from ..measure.observe import TokenRecorder
 from ..measure.side_by_side import format_spread, side_by_side
 from ..ops import tubelet_pixels, window_layout, window_scores
-from ..ops.packed import packed_kernel
+from ..ops.packed_attention import packed_kernel_reason
 
+#: The names of the dtypes the models compute in.
+PRECISIONS = {torch_dtype: name for name, torch_dtype in DTYPES.items()}
 #: The ways a threshold batch runs, in the table's order.
 WAYS = ('dense', 'packed', 'padded', 'clip_by_clip')
 
@@ -64,7 +67,9 @@ def compare_batching(config: str,
                      batch_size: int = 16,
                      repeats: int = 3,
                      cfg_options: Optional[Dict] = None,
-                     device: str = 'cpu') -> Dict:
+                     device: str = 'cpu',
+                     dtype: str = 'fp32',
+                     amp: bool = False) -> Dict:
     """Time the config's backbone dense and, its NEPAM in threshold mode,
     packed, padded and clip by clip, taking turns
     (:func:`~mmtokred.measure.side_by_side.side_by_side`).
@@ -76,19 +81,32 @@ def compare_batching(config: str,
             which sets the threshold; or
         threshold: NEPAM's threshold as given.
         device: where the models run ('cpu', 'cuda', 'cuda:1').
+        dtype: what the weights and clips are cast to ('fp32', 'bf16',
+            'fp16'); or
+        amp: fp32 weights under autocast (fp16 on GPU, bf16 on CPU).
 
     Returns:
         Per way: ``seconds``, ``spread`` (``(max - min) / median`` of the
         turns), ``clips_per_s``, ``gmacs_per_clip`` (counted, the batch's
         mean); the speedups of packed over dense, padded and clip by clip;
         the tokens each clip kept; the largest difference of packed and of
-        padded from clip by clip.
+        padded from clip by clip; the ms of one call of each packed
+        attention kernel at the batch's lengths (None: does not run here).
+        On a GPU that measurement comes first and 'auto' runs the fastest
+        (:func:`~mmtokred.measure.kernels.choose_packed_kernel`).
     """
     if (mean_tokens is None) == (threshold is None):
         raise ValueError('give exactly one of mean_tokens and threshold')
     if mean_tokens is not None and not 0 < mean_tokens <= 1:
         raise ValueError(f'mean_tokens must be in (0, 1], got {mean_tokens}')
     dev = check_device(device)
+    if dtype not in DTYPES:
+        raise ValueError(f'dtype must be one of {tuple(DTYPES)}, got '
+                         f'{dtype!r}')
+    if amp and dtype != 'fp32':
+        raise ValueError(f'amp casts fp32 weights under autocast: give dtype '
+                         f"'fp32' with it, got {dtype!r}")
+    compute = autocast_dtype(dev.type) if amp else DTYPES[dtype]
     if batch_size < 2:
         raise ValueError(f'batch_size must be >= 2 to batch clips of '
                          f'different lengths, got {batch_size}')
@@ -110,35 +128,49 @@ def compare_batching(config: str,
             clips, nepam, (backbone_cfg.get('tubelet_size', 2), patch, patch),
             mean_tokens)
     nepam['threshold'] = threshold
-    clips = clips.to(dev)
+    clips = clips.to(dev, DTYPES[dtype])
 
     def build(token_reduction):
         torch.manual_seed(0)  # the same weights for every way
         return MODELS.build(dict(
-            backbone_cfg, token_reduction=token_reduction)).eval().to(dev)
+            backbone_cfg, token_reduction=token_reduction)).eval().to(
+                dev, DTYPES[dtype])
+
+    def autocast(forward):
+        def run():
+            with torch.autocast(dev.type, dtype=compute, enabled=amp):
+                return forward()
+        return run
 
     dense = build(None)
     packed = build(dict(reduction, input=nepam, packed=True))
     padded = build(dict(reduction, input=nepam, packed=False))
     forwards = {
-        'dense': lambda: dense(clips),
-        'packed': lambda: packed(clips),
-        'padded': lambda: padded(clips),
-        'clip_by_clip': lambda: [packed(clip[None]) for clip in clips],
+        'dense': autocast(lambda: dense(clips)),
+        'packed': autocast(lambda: packed(clips)),
+        'padded': autocast(lambda: padded(clips)),
+        'clip_by_clip': autocast(
+            lambda: [packed(clip[None]) for clip in clips]),
     }
+    with torch.inference_mode(), TokenRecorder(packed) as recorder:
+        forwards['packed']()
+    tokens = list(recorder.clip_tokens_per_block[0])
+    attn = packed.blocks[0].attn
+    kernel_shape = (tokens, attn.num_heads,
+                    packed.embed_dims // attn.num_heads, dev)
+    kernel_options = dict(repeats=repeats, dtype=compute,
+                          key_bias=packed.proportional_attention)
+    if dev.type == 'cpu':  # its rule is measured (docs/packed.md)
+        kernels_ms = packed_kernel_ms(*kernel_shape, **kernel_options)
+    else:  # as AttentionKernelHook: 'auto' runs the fastest here
+        _, kernels_ms = choose_packed_kernel(*kernel_shape, **kernel_options)
     with torch.inference_mode():
-        with TokenRecorder(packed) as recorder:
-            packed_out = packed(clips)
-        tokens = list(recorder.clip_tokens_per_block[0])
+        packed_out = forwards['packed']()
         single_out = torch.cat(forwards['clip_by_clip']())
-        padded_out = padded(clips)
+        padded_out = forwards['padded']()
         gmacs = {way: count_gflops(forward) / batch_size
                  for way, forward in forwards.items()}
         run = side_by_side(forwards, warmup=1, repeats=repeats, device=dev)
-    attn = packed.blocks[0].attn
-    kernels_ms = packed_kernel_ms(tokens, attn.num_heads,
-                                  packed.embed_dims // attn.num_heads, dev,
-                                  repeats=repeats)
     full = math.prod((shape[0] // backbone_cfg.get('tubelet_size', 2),
                       size // backbone_cfg.get('patch_size', 16),
                       size // backbone_cfg.get('patch_size', 16)))
@@ -148,6 +180,9 @@ def compare_batching(config: str,
     return dict(
         config=str(config),
         device=device_name(dev),
+        dtype=dtype,
+        amp=amp,
+        precision=f'amp ({PRECISIONS[compute]})' if amp else dtype,
         batch_size=batch_size,
         threshold=threshold,
         tokens_per_clip=tokens,
@@ -157,7 +192,7 @@ def compare_batching(config: str,
         packed_vs_dense=run.speedup('packed', 'dense'),
         packed_vs_padded=run.speedup('packed', 'padded'),
         packed_vs_clip_by_clip=run.speedup('packed', 'clip_by_clip'),
-        packed_kernel=packed_kernel(dev),
+        packed_kernel=packed_kernel_reason(dev, compute),
         packed_kernel_ms=kernels_ms,
         max_abs_diff_packed=float((packed_out - single_out).abs().max()),
         max_abs_diff_padded=float((padded_out - single_out).abs().max()),
@@ -168,8 +203,8 @@ def format_batching(result: Dict) -> str:
     """The figures of :func:`compare_batching` as a plain-text table."""
     tokens = result['tokens_per_clip']
     lines = [
-        f"{result['config']} on {result['device']}: NEPAM threshold "
-        f"{result['threshold']:.4g}, "
+        f"{result['config']} on {result['device']} in "
+        f"{result['precision']}: NEPAM threshold {result['threshold']:.4g}, "
         f"{result['batch_size']} clips keeping {min(tokens)} to "
         f"{max(tokens)} tokens (mean {100 * result['mean_token_share']:.1f}%"
         ' of them)',
@@ -190,7 +225,8 @@ def format_batching(result: Dict) -> str:
         f" - clip by clip| = {result['max_abs_diff_padded']:.1e}; packed "
         f"attention: {result['packed_kernel']}")
     lines.append('one packed attention call at these lengths: ' + ', '.join(
-        f'{kernel} {ms:.2f} ms'
+        f'{kernel} {ms:.2f} ms' if ms is not None else
+        f'{kernel} - (does not run here)'
         for kernel, ms in result['packed_kernel_ms'].items()))
     unknown = any(fig['spread'] is None for fig in result['ways'].values())
     lines.append("spread: (max - min) / median of the repeats' times"

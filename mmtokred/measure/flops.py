@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..ops import plan_tokens
+from ..ops.attention import key_bias_mode
 from ..reducers.costs import Widths
 from ..upstream_fixes import make_mmaction_importable
 
@@ -30,6 +31,8 @@ make_mmaction_importable()  # mmaction.models cannot be imported without it
 
 from mmaction.models.backbones.vit_mae import VisionTransformer  # noqa: E402
 from mmaction.registry import MODELS  # noqa: E402
+
+CPU = torch.device('cpu')
 
 aten = torch.ops.aten
 
@@ -63,7 +66,9 @@ class ShapeFlops:
     Counted: the patch projection (of the tubelets the input stage
     projects), in every block the qkv projection, attention logits and
     values (each head wider by the log-size bias channel, padded to a
-    multiple of 8, where proportional attention meets tokens with sizes),
+    multiple of 8, where proportional attention meets tokens with sizes and
+    the key bias of fp32 on CPU is a channel: :func:`~mmtokred.ops.
+    attention.key_bias_mode`),
     the output projection and the MLP (on the tokens left after the
     block's reducer), the reducers' own products, and the head's linear
     layer.
@@ -153,7 +158,9 @@ class ShapeFlops:
         return self._planner
 
     def _count(self, reduction: Optional[Dict]) -> Tuple[List[int], int]:
-        key = json.dumps(reduction, sort_keys=True)
+        # The key bias mode changes the attention's width: part of the key.
+        key = json.dumps([reduction, key_bias_mode(CPU, torch.float32)],
+                         sort_keys=True)
         if key not in self.counted:
             if self.depends_on_clips(reduction):
                 raise ValueError(
@@ -190,7 +197,8 @@ class ShapeFlops:
         macs += projected * w.embed * self.tubelet
         for n, left in zip(tokens, tokens[1:]):
             head = w.head
-            if proportional and sized:
+            if proportional and sized and key_bias_mode(
+                    CPU, torch.float32) == 'channel':
                 # log(size) rides in one more channel, padded to 8.
                 head += 8 - w.head % 8
             macs += (n * w.embed * 3 * w.embed + 2 * w.heads * n * n * head

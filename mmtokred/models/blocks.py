@@ -16,7 +16,7 @@ from ..ops import TokenState, attention
 from ..ops.checks import check_int
 from ..ops.linear import (capturing_graph, chain_with_linear, cpu_linear,
                           has_forward_hooks, linear, linear_module)
-from ..ops.packed import packed_attention
+from ..ops.packed_attention import packed_attention
 from ..reducers import AttentionInputs, BlockReducer
 
 

@@ -122,6 +122,21 @@ class TokenReductionVisionTransformer(VisionTransformer):
         self.track_source = reduction.track_source
         self.packed = reduction.packed
 
+    @property
+    def adds_key_bias(self) -> bool:
+        """Whether attention adds a per-key bias: proportional attention's
+        log sizes, or the padding of clips of different lengths."""
+        return self.proportional_attention or (
+            not self.packed and getattr(self.input_reducer, 'may_pad', False))
+
+    @property
+    def runs_packed(self) -> bool:
+        """Whether a batch of clips runs packed: its reducers give clips
+        their own token counts (a threshold) and ``packed`` is on."""
+        return self.packed and (
+            getattr(self.input_reducer, 'may_pad', False)
+            or getattr(self.block_reducer, 'variable_length', False))
+
     def _check_input(self, x: Tensor) -> Tuple[int, int, int]:
         """Validate a clip batch and return its (T', H', W') token grid."""
         if x.dim() != 5:

@@ -12,7 +12,7 @@ from .linear import (CPU_LINEARS, cpu_linear, cpu_linear_reason,
 from .neighbour_merge import (DISTANCES, POSITIONS, REPRESENTATIVES,
                               neighbour_merge, tubelet_pixels, window_layout,
                               window_scores)
-from .packed import PACKED_KERNELS, packed_attention
+from .packed_attention import PACKED_KERNELS, packed_attention
 from .pruning import KEEP_MEAN, keep_tokens, prune
 from .schedules import SCHEDULES, TokenPlan, merge_schedule, plan_tokens
 from .similarity_pruning import similarity_prune_index

@@ -123,6 +123,54 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float,
     return torch.cat(blocks, 2)
 
 
+#: How :func:`attention` adds a per-key bias: as an additive ``(B, 1, 1,
+#: N)`` attention mask, or folded into q and k as one more channel
+#: (:func:`with_bias_channel`); 'auto' chooses (:func:`key_bias_mode`).
+KEY_BIAS_MODES = ('auto', 'mask', 'channel')
+#: The environment variable that sets the key bias mode for a process.
+KEY_BIAS_ENV = 'MMTOKRED_KEY_BIAS'
+
+_KEY_BIAS = KernelSetting(KEY_BIAS_ENV, KEY_BIAS_MODES)
+
+
+def set_key_bias_mode(mode: str) -> str:
+    """Set the key bias mode (one of :data:`KEY_BIAS_MODES`) for this
+    process; returns the previous setting."""
+    return _KEY_BIAS.set(mode)
+
+
+def key_bias_mode_set_to(mode: str) -> ContextManager[None]:
+    """:func:`set_key_bias_mode` for the duration of a ``with`` block."""
+    return _KEY_BIAS.set_to(mode)
+
+
+def key_bias_setting() -> str:
+    """The process's setting: 'auto' or the mode it names."""
+    return _KEY_BIAS.value
+
+
+def record_key_bias_choice(device: torch.device, dtype: torch.dtype,
+                           mode: Optional[str]) -> None:
+    """Record ``mode`` as measured fastest on ``device``'s type in
+    ``dtype`` ('auto' runs it from now on); None forgets the record."""
+    _KEY_BIAS.record(device, dtype, mode)
+
+
+def key_bias_mode(device: torch.device, dtype: torch.dtype) -> str:
+    """The mode :func:`attention` adds a key bias in: the setting, else the
+    measured fastest (:func:`~mmtokred.measure.kernels.choose_key_bias_mode`),
+    else the rule: 'channel', which FlashAttention takes and a mask it does
+    not, and which every figure so far was measured with (on an AMD EPYC in
+    fp32 the mask saved 9% of a call, docs/packed.md; on a GPU nothing was
+    measured)."""
+    return _KEY_BIAS.chosen(device, dtype, 'channel')[0]
+
+
+def key_bias_mode_reason(device: torch.device, dtype: torch.dtype) -> str:
+    """:func:`key_bias_mode` for ``device`` and ``dtype``, and why."""
+    return '{} ({})'.format(*_KEY_BIAS.chosen(device, dtype, 'channel'))
+
+
 def attention(q: Tensor,
               k: Tensor,
               v: Tensor,
@@ -130,7 +178,8 @@ def attention(q: Tensor,
               key_bias: Optional[Tensor] = None,
               dropout_p: float = 0.) -> Tensor:
     """``softmax(scale * q k^T + key_bias) v`` through the fused kernel
-    (on CPU in half precision, the kernel :func:`cpu_kernel` chooses).
+    (on CPU in half precision, the kernel :func:`cpu_kernel` chooses), the
+    key bias added as :func:`key_bias_mode` says.
 
     Args:
         q, k, v: ``(B, H, N, D)``.
@@ -141,6 +190,10 @@ def attention(q: Tensor,
     if (q.device.type == 'cpu' and dropout_p == 0
             and cpu_kernel(q.dtype) == 'blocked'):
         return blocked_attention(q, k, v, scale, key_bias)
+    if key_bias is not None and key_bias_mode(q.device, q.dtype) == 'mask':
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_bias.to(q.dtype)[:, None, None, :],
+            dropout_p=dropout_p, scale=scale)
     head_dim = v.shape[-1]
     q, k, v, scale = with_bias_channel(q, k, v, scale, key_bias)
     out = F.scaled_dot_product_attention(
@@ -165,3 +218,16 @@ def with_bias_channel(q: Tensor, k: Tensor, v: Tensor, scale: float,
     k = F.pad(torch.cat([k, bias], -1), (0, extra - 1))
     v = F.pad(v, (0, extra))
     return q, k, v, 1.
+
+
+def pad_head_dim(q: Tensor, k: Tensor, v: Tensor,
+                 multiple: int = 8,
+                 least: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
+    """q, k, v with zero channels up to a multiple of ``multiple`` and at
+    least ``least``: the dot products and the output's first channels are
+    unchanged."""
+    width = max(-(-q.shape[-1] // multiple) * multiple, least)
+    extra = width - q.shape[-1]
+    if not extra:
+        return q, k, v
+    return tuple(F.pad(t, (0, extra)) for t in (q, k, v))

@@ -3,7 +3,7 @@ ICLR 2023), for tokens without a class token unless told otherwise; and
 the size-weighted merging of chosen tokens into chosen partners that
 pruning and JMP use (:func:`merge_into_kept`, :func:`merge_into_partners`).
 """
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -14,35 +14,25 @@ from .token_state import TokenState
 Merge = Callable[[Tensor, str], Tensor]
 
 
-def bipartite_soft_matching(
-        metric: Tensor,
-        r: int,
-        protected: int = 0,
-        valid: Optional[Tensor] = None,
-        threshold: Optional[float] = None) -> Tuple[Merge, int]:
-    """Match ``r`` tokens of one half into their most similar partners.
+class Matching(NamedTuple):
+    """Every A token's most similar B token (:func:`match_tokens`)."""
+    node_max: Tensor  #: (B, N_A) cosine similarity of the best partner
+    node_idx: Tensor  #: (B, N_A) index of the best partner among B tokens
+    r: int  #: the most tokens that may merge away (the capped request)
+    protected: int  #: leading tokens that never merge
+
+
+def match_tokens(metric: Tensor,
+                 r: int,
+                 protected: int = 0,
+                 valid: Optional[Tensor] = None) -> Matching:
+    """Find every A token's most similar B token.
 
     Tokens alternate into sets A (even positions) and B (odd positions);
-    every A token finds its most similar B token by cosine similarity of
-    ``metric`` and the ``r`` best-matched A tokens are merged into their
-    partners. The first ``protected`` tokens are never merged away.
-
-    Args:
-        metric: ``(B, N, D)`` features to compare (ToMe: the keys averaged
-            over heads).
-        r: tokens to remove; capped at ``(N - protected) // 2``.
-        protected: leading tokens (e.g. a class token) to keep as they are.
-        valid: ``(B, N)`` False for padding, which must sit after the real
-            tokens: padding is neither merged nor merged into, so a clip
-            merges the same tokens alone and in a padded batch.
-        threshold: merge only the pairs more similar than this (cosine), at
-            most ``r``: an adaptive count, so for one clip (B = 1) only; the
-            count becomes a host integer (one wait for the device).
-
-    Returns:
-        ``merge(x, reduce)`` that applies the matching to any ``(B, N, C)``
-        tensor (``reduce`` as in ``scatter_reduce``: 'sum', 'mean', 'amax'),
-        giving ``(B, N - r, C)``; and the r actually used.
+    similarity is the cosine of ``metric`` ``(B, N, D)``. The first
+    ``protected`` tokens and (``valid`` ``(B, N)`` False) padding, which
+    must sit after the real tokens, never match; ``r`` is capped at
+    ``(N - protected) // 2``.
     """
     if r < 0:
         raise ValueError(f'r must be >= 0, got {r}')
@@ -51,8 +41,8 @@ def bipartite_soft_matching(
     n = metric.shape[1]
     r = min(r, max(n - protected, 0) // 2)
     if r == 0:
-        return (lambda x, reduce='mean': x), 0
-
+        none = metric.new_empty(metric.shape[0], 0)
+        return Matching(none, none.long(), 0, protected)
     with torch.no_grad():
         scores = cosine_similarities(metric[:, ::2], metric[:, 1::2])
         if protected:
@@ -62,18 +52,31 @@ def bipartite_soft_matching(
             scores.masked_fill_(~valid[:, ::2, None], -torch.inf)
             scores.masked_fill_(~valid[:, None, 1::2], -torch.inf)
         node_max, node_idx = scores.max(dim=-1)
-        if threshold is not None:
-            if metric.shape[0] != 1:
-                raise ValueError('a threshold gives each clip its own count: '
-                                 'match one clip at a time (B = 1), got '
-                                 f'B = {metric.shape[0]}')
-            r = min(r, int((node_max > threshold).sum()))
-            if r == 0:
-                return (lambda x, reduce='mean': x), 0
-        edge_idx = node_max.argsort(dim=-1, descending=True, stable=True)
+    return Matching(node_max, node_idx, r, protected)
+
+
+def count_above(matching: Matching, threshold: float) -> Tensor:
+    """``(B,)`` on the device: the pairs of each clip more similar than
+    ``threshold``, at most ``matching.r``: no wait for the device."""
+    if matching.r == 0:
+        return torch.zeros(matching.node_max.shape[:1], dtype=torch.long,
+                           device=matching.node_max.device)
+    return (matching.node_max > threshold).sum(-1).clamp(max=matching.r)
+
+
+def merge_matched(matching: Matching, r: int) -> Merge:
+    """``merge(x, reduce)`` that merges the ``r`` (<= ``matching.r``)
+    best-matched A tokens into their partners (:func:`bipartite_soft_matching`
+    describes it)."""
+    if r == 0:
+        return lambda x, reduce='mean': x
+    protected = matching.protected
+    with torch.no_grad():
+        edge_idx = matching.node_max.argsort(dim=-1, descending=True,
+                                             stable=True)
         unmerged_idx = edge_idx[:, r:, None]
         src_idx = edge_idx[:, :r, None]
-        dst_idx = node_idx[..., None].gather(1, src_idx)
+        dst_idx = matching.node_idx[..., None].gather(1, src_idx)
         if protected:
             # Keep the protected tokens first, as they came.
             unmerged_idx = unmerged_idx.sort(dim=1).values
@@ -100,7 +103,49 @@ def bipartite_soft_matching(
         return torch.cat([*front, unmerged[:, a_kept:], dst[:, b_kept:]],
                          dim=1)
 
-    return merge, r
+    return merge
+
+
+def bipartite_soft_matching(
+        metric: Tensor,
+        r: int,
+        protected: int = 0,
+        valid: Optional[Tensor] = None,
+        threshold: Optional[float] = None) -> Tuple[Merge, int]:
+    """Match ``r`` tokens of one half into their most similar partners.
+
+    Tokens alternate into sets A (even positions) and B (odd positions);
+    every A token finds its most similar B token by cosine similarity of
+    ``metric`` and the ``r`` best-matched A tokens are merged into their
+    partners. The first ``protected`` tokens are never merged away.
+
+    Args:
+        metric: ``(B, N, D)`` features to compare (ToMe: the keys averaged
+            over heads).
+        r: tokens to remove; capped at ``(N - protected) // 2``.
+        protected: leading tokens (e.g. a class token) to keep as they are.
+        valid: ``(B, N)`` False for padding, which must sit after the real
+            tokens: padding is neither merged nor merged into, so a clip
+            merges the same tokens alone and in a padded batch.
+        threshold: merge only the pairs more similar than this (cosine), at
+            most ``r``: an adaptive count, so for one clip (B = 1) only; the
+            count becomes a host integer (one wait for the device; a packed
+            batch reads all its clips' counts at once: ToMe's reducer).
+
+    Returns:
+        ``merge(x, reduce)`` that applies the matching to any ``(B, N, C)``
+        tensor (``reduce`` as in ``scatter_reduce``: 'sum', 'mean', 'amax'),
+        giving ``(B, N - r, C)``; and the r actually used.
+    """
+    matching = match_tokens(metric, r, protected, valid)
+    r = matching.r
+    if threshold is not None and r:
+        if metric.shape[0] != 1:
+            raise ValueError('a threshold gives each clip its own count: '
+                             'match one clip at a time (B = 1), got '
+                             f'B = {metric.shape[0]}')
+        r = int(count_above(matching, threshold)[0])
+    return merge_matched(matching, r), r
 
 
 def merge_with_sizes(merge: Merge, x: Tensor,

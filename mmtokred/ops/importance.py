@@ -54,7 +54,9 @@ def pooled_query_importance(q: Tensor,
         weights = valid[:, None, :, None].to(q.dtype)
         query = (q * weights).sum(2, keepdim=True) / weights.sum(
             2, keepdim=True)
-    logits = (query @ k.transpose(-2, -1)).squeeze(2) * scale  # (B, H, N)
+    # Scaled before the product, as the fused kernels scale: in fp16,
+    # q k^T itself can pass 65504 (inf, then NaN importances).
+    logits = ((query * scale) @ k.transpose(-2, -1)).squeeze(2)  # (B, H, N)
     if key_bias is not None:
         logits = logits + key_bias[:, None]
     return _normalise(logits.float().softmax(-1), v, valid)
@@ -68,7 +70,7 @@ def received_attention_importance(q: Tensor,
                                   valid: Optional[Tensor] = None) -> Tensor:
     """``(B, N)`` importance from the attention each key receives, averaged
     over the (valid) queries; materialises the ``(B, H, N, N)`` matrix."""
-    logits = (q @ k.transpose(-2, -1)).float() * scale
+    logits = ((q * scale) @ k.transpose(-2, -1)).float()  # scaled first
     if key_bias is not None:
         logits = logits + key_bias[:, None, None]
     attention = logits.softmax(-1)
@@ -95,7 +97,7 @@ def attention_sharpness_importance(q: Tensor,
     """``(B, N)`` importance from the sharpness of each query's attention:
     log(N) minus the entropy of its row, averaged over heads (vid-TLDR);
     materialises the ``(B, H, N, N)`` matrix."""
-    logits = (q @ k.transpose(-2, -1)).float() * scale
+    logits = ((q * scale) @ k.transpose(-2, -1)).float()  # scaled first
     if key_bias is not None:
         logits = logits + key_bias[:, None, None]
     log_attention = logits.log_softmax(-1)

@@ -5,6 +5,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .lengths import clip_index
+
 #: The attention bias of a padding key. Finite in every precision (fp16's
 #: largest is 65504), so a flash kernel's tile of padded keys alone has a
 #: finite maximum and never computes -inf - (-inf) = NaN; and so far below
@@ -87,10 +89,7 @@ def packed_weighted_mean(x: Tensor, size: Optional[Tensor],
     if size is None:
         size = x.new_ones(*x.shape[:2], 1)
     size = size.to(wide)
-    clip = torch.repeat_interleave(
-        torch.arange(len(lengths), device=x.device),
-        torch.tensor(list(lengths), device=x.device),
-        output_size=x.shape[1])
+    clip = clip_index(lengths, x.device)
     channels = x.shape[-1]
     sums = x.new_zeros(len(lengths), channels, dtype=wide).index_add_(
         0, clip, (x[0].to(wide) * size[0]))

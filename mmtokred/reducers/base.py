@@ -335,25 +335,9 @@ class BlockReducer(Reducer):
         empty), packed again."""
         if self.requested(block_index) == 0:  # no clip loses a token here
             return x, state
-        lengths = state.lengths
-
-        def clips(t: Optional[Tensor], dim: int = 1) -> List:
-            return [None] * len(lengths) if t is None else \
-                split_clips(t, lengths, dim)
-
-        out, out_states = [], []
-        for x_i, q, k, v, bias, size, source in zip(
-                clips(x), clips(attn.q, 2), clips(attn.k, 2),
-                clips(attn.v, 2), clips(attn.key_bias), clips(state.size),
-                clips(state.source)):
-            clip_state = TokenState(size=size, source=source)
-            if x_i.shape[1]:
-                x_i, clip_state = self.forward(
-                    x_i, AttentionInputs(q, k, v, attn.scale, bias),
-                    clip_state, block_index)
-            out.append(x_i)
-            out_states.append(clip_state)
-        return packed_cat(out, out_states)
+        out = [self.forward(*clip, block_index) if clip[0].shape[1] else
+               (clip[0], clip[2]) for clip in packed_clips(x, attn, state)]
+        return packed_cat(*zip(*out))
 
     def reduce(self, x: Tensor, attn: AttentionInputs, state: TokenState,
                block_index: int, r: int) -> Tuple[Tensor, TokenState]:
@@ -365,6 +349,24 @@ class BlockReducer(Reducer):
         """The tokens after the prefix, their state, and the function that
         joins the prefix back (:func:`split_prefix`)."""
         return split_prefix(x, state, self.prefix)
+
+
+def packed_clips(x: Tensor, attn: AttentionInputs, state: TokenState
+                 ) -> List[Tuple[Tensor, AttentionInputs, TokenState]]:
+    """Each clip's tokens, attention inputs and state of a packed batch
+    (views), as a block reducer takes one clip alone."""
+    lengths = state.lengths
+
+    def clips(t: Optional[Tensor], dim: int = 1) -> List:
+        return [None] * len(lengths) if t is None else \
+            split_clips(t, lengths, dim)
+
+    return [(x_i, AttentionInputs(q, k, v, attn.scale, bias),
+             TokenState(size=size, source=source))
+            for x_i, q, k, v, bias, size, source in zip(
+                clips(x), clips(attn.q, 2), clips(attn.k, 2),
+                clips(attn.v, 2), clips(attn.key_bias), clips(state.size),
+                clips(state.source))]
 
 
 class TokenReduction(NamedTuple):

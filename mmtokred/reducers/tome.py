@@ -1,14 +1,17 @@
 """ToMe: bipartite soft matching inside every block."""
 from typing import List, Optional, Sequence, Tuple, Union
 
+import torch
 from torch import Tensor
 
 from ..ops import (SCHEDULES, TokenState, bipartite_soft_matching,
                    merge_schedule, merge_with_sizes)
+from ..ops.bipartite_matching import count_above, match_tokens, merge_matched
 from ..ops.checks import (check_choice, check_cosine, check_counts,
                           check_int, is_int)
+from ..ops.packed import packed_cat
 from . import costs
-from .base import AttentionInputs, BlockReducer
+from .base import AttentionInputs, BlockReducer, packed_clips
 from .costs import Widths
 from .registry import register
 
@@ -81,3 +84,24 @@ class ToMe(BlockReducer):
             attn.metric, r, self.prefix + self.protected, valid,
             self.threshold)
         return merge_with_sizes(merge, x, state)
+
+    def forward_packed(self, x: Tensor, attn: AttentionInputs,
+                       state: TokenState,
+                       block_index: int) -> Tuple[Tensor, TokenState]:
+        """Each clip merged as alone; with a threshold, every clip's count
+        read from the device at once: one wait a block, not one a clip."""
+        if self.threshold is None or self.requested(block_index) == 0:
+            return super().forward_packed(x, attn, state, block_index)
+        clips = packed_clips(x, attn, state)
+        matchings = [
+            match_tokens(inputs.metric,
+                         self.removal(block_index, x_i.shape[1]),
+                         self.prefix + self.protected)
+            for x_i, inputs, _ in clips]
+        counts = torch.cat([count_above(m, self.threshold)
+                            for m in matchings]).tolist()
+        return packed_cat(*zip(*[
+            merge_with_sizes(merge_matched(matching, count), x_i, clip_state)
+            if matching.r else (x_i, clip_state)
+            for (x_i, _, clip_state), matching, count in zip(
+                clips, matchings, counts)]))
