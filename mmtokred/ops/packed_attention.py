@@ -45,6 +45,10 @@ PACKED_KERNEL_ENV = 'MMTOKRED_PACKED_ATTENTION'
 HALF = (torch.float16, torch.bfloat16)
 #: The widest head FlashAttention takes (its head dims go up to 256).
 FLASH_MAX_HEAD_DIM = 256
+#: Whether this torch has flex_attention (looked up once: the check runs
+#: in every block's attention).
+HAS_FLEX = importlib.util.find_spec(
+    'torch.nn.attention.flex_attention') is not None
 
 _PACKED_KERNEL = KernelSetting(PACKED_KERNEL_ENV, PACKED_KERNELS)
 
@@ -141,8 +145,7 @@ def kernel_refusal(kernel: str, q: Tensor, dropout_p: float) -> str:
     """Why ``kernel`` cannot run on ``q`` ('' where it can)."""
     if kernel in NO_DROPOUT and dropout_p:
         return f'it has no dropout (dropout_p={dropout_p})'
-    if kernel == 'flex' and importlib.util.find_spec(
-            'torch.nn.attention.flex_attention') is None:
+    if kernel == 'flex' and not HAS_FLEX:
         return (f'torch {torch.__version__} has no '
                 'torch.nn.attention.flex_attention')
     if kernel == 'varlen':
