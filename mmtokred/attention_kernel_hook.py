@@ -70,7 +70,8 @@ class AttentionKernelHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) \
             else runner.model
         backbone = getattr(model, 'backbone', None)
-        if not hasattr(backbone, 'runs_packed'):
+        reduction = getattr(backbone, 'token_reduction', None)
+        if reduction is None or not hasattr(backbone, 'configured_grid'):
             return
         parameter = next(backbone.parameters())
         device = parameter.device
@@ -83,18 +84,18 @@ class AttentionKernelHook(Hook):
         dim = backbone.embed_dims // heads
         tokens = math.prod(backbone.configured_grid)
         where = f'on {device} in {dtype}'
-        if backbone.adds_key_bias and key_bias_setting() == 'auto':
+        if reduction.adds_key_bias and key_bias_setting() == 'auto':
             mode, ms = choose_key_bias_mode((clips, heads, tokens, dim),
                                             device, dtype, self.repeats)
             runner.logger.info(
                 f'attention key bias {where}: {mode}, the faster at '
                 f'{clips} clips of {tokens} tokens ({_times(ms)})')
-        if backbone.runs_packed and clips > 1 and \
+        if reduction.runs_packed and clips > 1 and \
                 packed_kernel_setting() == 'auto':
             lengths = graded_lengths(tokens, clips)
             kernel, ms = choose_packed_kernel(
                 lengths, heads, dim, device, dtype,
-                backbone.proportional_attention, self.repeats)
+                reduction.proportional_attention, self.repeats)
             runner.logger.info(
                 f'packed attention {where}: {kernel}, the fastest one call '
                 f'of {clips} clips of {min(lengths)} to {max(lengths)} '

@@ -176,8 +176,8 @@ def test_reducers_plug_in_and_pool_by_size():
         out = reduced(x)
     assert out.shape == (2, 48)
     assert recorder.tokens_per_block == [16, 8]
-    assert isinstance(reduced.input_reducer, KeepFirstTubelet)
-    assert isinstance(reduced.block_reducer, MergeAdjacentPairs)
+    assert isinstance(reduced.token_reduction.input, KeepFirstTubelet)
+    assert isinstance(reduced.token_reduction.blocks, MergeAdjacentPairs)
 
 
 @MODELS.register_module(force=True)

@@ -96,7 +96,7 @@ def test_every_fixed_budget_runs_in_both_runtimes(name, tmp_path):
             # exact ties. The pixels' ties (input stages) are exact
             # everywhere; ONNX Runtime rounds as torch does.
             if not (ties and engine == 'openvino'
-                    and model.backbone.block_reducer is not None):
+                    and model.backbone.token_reduction.blocks is not None):
                 assert difference['relative'] <= 1e-4, (engine, difference)
 
 
@@ -106,7 +106,7 @@ def test_ppt_decides_per_clip_in_the_exported_graph(tmp_path):
     setting = dict(blocks=dict(type='PPT', blocks=(1, ), r=10))
     model = small_recognizer(setting)
     clips = torch.cat([clips_with_ties(2), torch.randn(2, *CLIP)])
-    reducer = model.backbone.block_reducer
+    reducer = model.backbone.token_reduction.blocks
     reducer.observing = True
     with torch.no_grad():
         ClipClassifier(model)(clips)

@@ -177,7 +177,7 @@ def test_tool_writes_a_config_that_inherits_and_builds(actions, checkpoint,
     assert reduction.blocks.type == 'PPT'
     assert cfg.model == base.model  # nothing else changed
     model = MODELS.build(Config.fromfile(str(out)).model)
-    assert model.backbone.block_reducer is not None
+    assert model.backbone.token_reduction.blocks is not None
 
 
 @pytest.mark.slow

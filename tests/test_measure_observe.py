@@ -41,7 +41,7 @@ def test_branch_counts_equal_those_before_the_change(blocks, counts):
     model = build(dict(blocks=blocks))
     with torch.no_grad():
         model(clips())
-    reducer = model.block_reducer
+    reducer = model.token_reduction.blocks
     assert reducer.branch_counts() == counts
     assert reducer.branch_totals.device == model.pos_embed.device
     assert 'branch_totals' not in model.state_dict()  # checkpoints unchanged
@@ -53,7 +53,7 @@ def test_patch_similarity_fallbacks_counted():
     model = build(dict(input=dict(type='PatchSimilarityPruning', ratio=0.4)))
     with torch.no_grad():
         model(clips())
-    assert model.input_reducer.branch_counts() == {'fallback': 52}
+    assert model.token_reduction.input.branch_counts() == {'fallback': 52}
 
 
 def test_part_times_sum_to_the_forward_time():
@@ -62,7 +62,7 @@ def test_part_times_sum_to_the_forward_time():
     model = build(dict(input=dict(type='NEPAM', ratio=0.5),
                        blocks=dict(type='ToMe', r=4)), embed_dims=192,
                   num_heads=4)
-    parts = dict(input=model.input_reducer, norm=model.norm,
+    parts = dict(input=model.token_reduction.input, norm=model.norm,
                  fc_norm=model.fc_norm)
     parts.update({f'block {i}': b for i, b in enumerate(model.blocks)})
     video = clips(4)

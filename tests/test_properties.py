@@ -10,7 +10,6 @@ from mmaction.registry import MODELS
 
 from mmtokred.experiments.recipes import METHODS, Grid
 from mmtokred.measure.observe import TokenRecorder
-from mmtokred.ops import plan_tokens
 
 #: Fields an error may name: every message must name one of them.
 FIELDS = ('window', 'ratio', 'num_windows', 'threshold', 'distance',
@@ -116,10 +115,9 @@ def test_any_config_runs_as_promised_or_is_refused_naming_a_field(cfg, batch):
         out = model(video)
     assert out.shape == (batch, cfg['embed_dims'])
     assert torch.isfinite(out).all()
-    plan = plan_tokens(model.input_reducer, model.block_reducer, grid,
-                       cfg['depth'])
+    plan = model.token_reduction.plan(grid, cfg['depth'])
     assert not plan.caps
-    adaptive = model.input_reducer is not None and model.input_reducer.may_pad
+    adaptive = model.token_reduction.may_pad
     if adaptive:  # the plan is an upper bound
         assert all(seen <= planned for seen, planned in zip(
             recorder.tokens_per_block, plan.tokens))
@@ -159,8 +157,7 @@ def test_every_sweep_recipe_spends_its_budget_at_every_knob(name):
     for knob in (0., 0.3, 0.7, 1.):
         reduction = METHODS[name].make(knob, Grid(tokens=64, depth=4))
         model = MODELS.build(dict(cfg, token_reduction=reduction)).eval()
-        plan = plan_tokens(model.input_reducer, model.block_reducer,
-                           model.configured_grid, 4)
+        plan = model.token_reduction.plan(model.configured_grid, 4)
         assert not plan.caps
         leaving = []
         hook = model.blocks[-1].register_forward_hook(
@@ -170,6 +167,6 @@ def test_every_sweep_recipe_spends_its_budget_at_every_knob(name):
         hook.remove()
         assert recorder.tokens_per_block == plan.tokens, (knob, reduction)
         last = plan.tokens[-1]
-        if model.block_reducer is not None:
-            last -= model.block_reducer.removal(3, last)
+        if model.token_reduction.blocks is not None:
+            last -= model.token_reduction.blocks.removal(3, last)
         assert leaving == [last], (knob, reduction)

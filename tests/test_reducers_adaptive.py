@@ -290,10 +290,10 @@ def test_batch_invariant_deterministic_and_consistent(name):
 def test_branch_counts_are_recorded():
     model = build(REDUCERS['ppt'])
     run(model, clips())
-    counts = model.block_reducer.branch_counts()
+    counts = model.token_reduction.blocks.branch_counts()
     assert counts['pool'] + counts['prune'] == 3 * 2  # clips x blocks
-    model.block_reducer.reset_counts()
-    assert sum(model.block_reducer.branch_counts().values()) == 0
+    model.token_reduction.blocks.reset_counts()
+    assert sum(model.token_reduction.blocks.branch_counts().values()) == 0
 
 
 @pytest.mark.parametrize('reduction, field', [

@@ -12,7 +12,7 @@ import torch
 
 from conftest import SMALL_BACKBONE
 from mmtokred.ops import keep_tokens
-from mmtokred.reducers import REDUCERS, TokenReduction
+from mmtokred.reducers import REDUCERS
 from mmtokred.timm import OFFICIAL_PPT, apply_token_reduction
 
 #: One setting per registered reducer, valid on both small models (the
@@ -88,8 +88,7 @@ def test_reducer_on_both_backbones(name, backbone):
     model, x, prefix = (video_model if backbone == 'video' else
                         image_model)(reduction)
     grid = model.configured_grid if backbone == 'video' else (1, 4, 4)
-    plan = TokenReduction(model.input_reducer, model.block_reducer).plan(
-        grid, len(model.blocks), prefix)
+    plan = model.token_reduction.plan(grid, len(model.blocks), prefix)
     seen, state = run(model, x)
     assert seen == plan.tokens
     assert seen[-1] < seen[0] or name in ('NEPAM', 'PatchSimilarityPruning')
@@ -102,7 +101,7 @@ def test_reducer_on_both_backbones(name, backbone):
             source[:, :prefix, :prefix],
             torch.eye(prefix).expand(source.shape[0], -1, -1))
         assert source[:, :prefix, prefix:].sum() == 0
-    reducer = model.block_reducer
+    reducer = model.token_reduction.blocks
     if reducer is not None and set(reducer.branches) == {'pool', 'prune'}:
         assert sum(reducer.branch_counts().values()) == 2 * len(
             reducer.removals)

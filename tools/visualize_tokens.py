@@ -69,10 +69,10 @@ def main():
     batch = model.data_preprocessor(pseudo_collate([data]), False)
     clip = batch['inputs'][0, :1]  # the first view: (1, C, T, H, W)
 
-    backbone.track_source = True
+    backbone.token_reduction.track_source = True
     with torch.no_grad(), TokenRecorder(backbone, states_of=blocks) as seen:
         backbone(clip)
-    reducer = backbone.input_reducer
+    reducer = backbone.token_reduction.input
     labels = stage_labels(blocks, depth, None if reducer is None else
                           type(reducer).__name__)
     states = dict(zip(labels, [seen.input_state] +

@@ -34,7 +34,7 @@ def _reduction_overhead(model: nn.Module, forward: Callable,
     """Median fraction of a forward pass spent in the token reducers (in a
     separate, synchronised pass: timing them slows the measured runs)."""
     backbone = model.backbone
-    if backbone.input_reducer is None and backbone.block_reducer is None:
+    if not backbone.token_reduction.reducers:
         return None
     fractions = []
     with ReducerTimer(backbone) as timer:
@@ -49,9 +49,7 @@ def _branch_counts(model: nn.Module, forward: Callable) -> Dict[str, int]:
     """Branches the reducers took in one forward pass (e.g. PPT's pool and
     prune decisions per clip and block)."""
     backbone = model.backbone
-    reducers = [reducer for reducer in (backbone.input_reducer,
-                                        backbone.block_reducer)
-                if reducer is not None]
+    reducers = backbone.token_reduction.reducers
     for reducer in reducers:
         reducer.reset_counts()
     forward()
@@ -389,8 +387,10 @@ def _key_bias(dev: torch.device, dtype: torch.dtype,
               shape: Sequence[int]) -> Optional[Dict]:
     """Where a model's attention adds a key bias: the way it is added, why,
     and both ways' time at the dense shape; else None."""
-    if not any(getattr(getattr(model, 'backbone', None), 'adds_key_bias',
-                       False) for model in models.values()):
+    reductions = [getattr(getattr(model, 'backbone', None), 'token_reduction',
+                          None) for model in models.values()]
+    if not any(getattr(reduction, 'adds_key_bias', False)
+               for reduction in reductions):
         return None
     return dict(mode=key_bias_mode(dev, dtype),
                 reason=key_bias_mode_reason(dev, dtype), shape=list(shape),

@@ -14,8 +14,9 @@ def export_refusal(backbone: nn.Module) -> Optional[str]:
     the 'random' importance (a baseline) hashes positions through ``sin``
     in float64, whose last bits differ between math libraries: an exported
     graph would prune other tokens than torch."""
-    input_reducer = getattr(backbone, 'input_reducer', None)
-    block_reducer = getattr(backbone, 'block_reducer', None)
+    reduction = getattr(backbone, 'token_reduction', None)
+    input_reducer = getattr(reduction, 'input', None)
+    block_reducer = getattr(reduction, 'blocks', None)
     if input_reducer is not None and input_reducer.may_pad:
         return (f'token_reduction.input ({type(input_reducer).__name__} '
                 'with a threshold) keeps a number of tokens that depends on '

@@ -160,8 +160,7 @@ def evaluate(model: torch.nn.Module, clips: Clips,
     track = actor is not None and reduction is not None
     backbone.set_token_reduction(
         None if reduction is None else dict(reduction, track_source=track))
-    reducers = [r for r in (backbone.input_reducer, backbone.block_reducer)
-                if r is not None]
+    reducers = backbone.token_reduction.reducers
     for reducer in reducers:
         reducer.observing = True
     represented: List[torch.Tensor] = []

@@ -22,7 +22,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from ..ops import plan_tokens
 from ..ops.attention import key_bias_mode
 from ..reducers.costs import Widths
 from ..upstream_fixes import make_mmaction_importable
@@ -131,10 +130,9 @@ class ShapeFlops:
     def depends_on_clips(self, token_reduction: Optional[Dict]) -> bool:
         """Whether each clip keeps its own number of tokens (an input stage
         that may pad, a block stage of variable length)."""
-        backbone = self._plan(token_reduction)
-        return bool(
-            getattr(backbone.input_reducer, 'may_pad', False)
-            or getattr(backbone.block_reducer, 'variable_length', False))
+        reduction = self._plan(token_reduction).token_reduction
+        return reduction.may_pad or getattr(reduction.blocks,
+                                            'variable_length', False)
 
     def clip_gflops(self, token_reduction: Optional[Dict],
                     tokens: Sequence[int]) -> float:
@@ -172,10 +170,9 @@ class ShapeFlops:
         return self.counted[key]
 
     def _closed_form(self, reduction: Dict) -> Tuple[List[int], int]:
-        backbone = self._plan(reduction)
-        blocks = backbone.block_reducer
-        tokens = plan_tokens(backbone.input_reducer, blocks, self.grid,
-                             self.depth).tokens
+        planned = self._plan(reduction).token_reduction
+        blocks = planned.blocks
+        tokens = planned.plan(self.grid, self.depth).tokens
         last = tokens[-1]
         tokens.append(last - (0 if blocks is None else
                               blocks.removal(self.depth - 1, last)))
@@ -184,14 +181,14 @@ class ShapeFlops:
     def _macs(self, reduction: Dict, tokens: List[int]) -> int:
         """Multiply-accumulates of a view whose blocks see ``tokens`` (the
         planner set to ``reduction``)."""
-        backbone = self._planner
-        blocks = backbone.block_reducer
+        planned = self._planner.token_reduction
+        blocks = planned.blocks
         w = self.widths
         track = reduction.get('track_source', False)
         proportional = reduction.get('proportional_attention', False)
         projected, macs, sized = math.prod(self.grid), self.head, False
-        if backbone.input_reducer is not None:
-            projected, own, sized = backbone.input_reducer.macs(
+        if planned.input is not None:
+            projected, own, sized = planned.input.macs(
                 self.grid, tokens[0], track, w)
             macs += own
         macs += projected * w.embed * self.tubelet

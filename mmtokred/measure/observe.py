@@ -171,8 +171,8 @@ class ReducerTimer(ModuleTimer):
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__(dict(backbone=backbone,
-                              input=backbone.input_reducer,
-                              blocks=backbone.block_reducer))
+                              input=backbone.token_reduction.input,
+                              blocks=backbone.token_reduction.blocks))
 
     @property
     def fraction(self) -> float:

@@ -12,8 +12,7 @@ from torch import Tensor, nn
 from ..ops import TokenState
 from ..ops.checks import is_int
 from ..ops.packed import first_tokens, pack_padded
-from ..reducers import (REDUCERS, TokenReduction, build_reducer,
-                        build_token_reduction)
+from ..reducers import REDUCERS, build_reducer, build_token_reduction
 from .blocks import FusedAttention, ReducibleBlock, check_heads
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
@@ -63,13 +62,11 @@ class TokenReductionVisionTransformer(VisionTransformer):
         *args, **kwargs: the arguments of mmaction's ``VisionTransformer``.
 
     Attributes:
-        input_reducer (InputReducer | None): the ``input`` stage.
-        block_reducer (BlockReducer | None): the ``blocks`` stage (its
-            ``branch_counts()`` for adaptive reducers).
-        proportional_attention (bool), track_source (bool), packed (bool):
-            the switches.
+        token_reduction (TokenReduction): the reducers (``input``,
+            ``blocks``, the latter's ``branch_counts()`` for adaptive
+            reducers) and the switches, set by :meth:`set_token_reduction`.
 
-    All five are set by :meth:`set_token_reduction`. What a forward pass did
+    What a forward pass did
     with the tokens (how many entered each block, their state, time in the
     reducers) is observed from outside, with the forward hooks of
     :mod:`mmtokred.measure.observe`.
@@ -113,29 +110,8 @@ class TokenReductionVisionTransformer(VisionTransformer):
         #: Grids of other clip sizes whose budgets were capped, each with
         #: the warning given once for it.
         self.capped_budgets: Dict[Tuple[int, int, int], str] = {}
-        device = self.pos_embed.device  # where the reducers' counts live
-        self.input_reducer = None if reduction.input is None else \
-            reduction.input.to(device)
-        self.block_reducer = None if reduction.blocks is None else \
-            reduction.blocks.to(device)
-        self.proportional_attention = reduction.proportional_attention
-        self.track_source = reduction.track_source
-        self.packed = reduction.packed
-
-    @property
-    def adds_key_bias(self) -> bool:
-        """Whether attention adds a per-key bias: proportional attention's
-        log sizes, or the padding of clips of different lengths."""
-        return self.proportional_attention or (
-            not self.packed and getattr(self.input_reducer, 'may_pad', False))
-
-    @property
-    def runs_packed(self) -> bool:
-        """Whether a batch of clips runs packed: its reducers give clips
-        their own token counts (a threshold) and ``packed`` is on."""
-        return self.packed and (
-            getattr(self.input_reducer, 'may_pad', False)
-            or getattr(self.block_reducer, 'variable_length', False))
+        #: The reducers and switches, on the device of the weights.
+        self.token_reduction = reduction.to(self.pos_embed.device)
 
     def _check_input(self, x: Tensor) -> Tuple[int, int, int]:
         """Validate a clip batch and return its (T', H', W') token grid."""
@@ -167,11 +143,11 @@ class TokenReductionVisionTransformer(VisionTransformer):
         """Check the reducers on clips of another size than configured: an
         input budget this grid cannot hold is an error; block budgets over
         what the blocks see are capped, with one warning per grid."""
-        plan = TokenReduction(self.input_reducer, self.block_reducer).plan(
-            grid, len(self.blocks))
+        reduction = self.token_reduction
+        plan = reduction.plan(grid, len(self.blocks))
         if plan.caps and grid not in self.capped_budgets:
             self.capped_budgets[grid] = (
-                f'{type(self.block_reducer).__name__} budget capped for '
+                f'{type(reduction.blocks).__name__} budget capped for '
                 f'clips of token grid {grid} (configured: '
                 f'{self.configured_grid}): {plan.describe_caps()}')
             warnings.warn(self.capped_budgets[grid], stacklevel=2)
@@ -192,29 +168,30 @@ class TokenReductionVisionTransformer(VisionTransformer):
         With ``return_feat_map=True``: ``(B, C, T', H', W')``.
         """
         t, h, w = self._check_input(x)
+        reduction = self.token_reduction
         if (t, h, w) != self.configured_grid:
             self._check_budget((t, h, w))
         pos_embed = self._position_embedding(h, w)
-        if self.input_reducer is None:
+        if reduction.input is None:
             # The projection leaves the tokens as a transposed view: made
             # contiguous once here, so that no block copies them again or
             # adds on strided memory (4% of a ViT-B forward pass on CPU).
             x = self.patch_embed(x)[0].contiguous() + pos_embed
             state = TokenState()
         else:
-            x, state = self.input_reducer(x, self.patch_embed.projection,
-                                          pos_embed, self.track_source)
-        if self.track_source and state.source is None:
+            x, state = reduction.input(x, self.patch_embed.projection,
+                                       pos_embed, reduction.track_source)
+        if reduction.track_source and state.source is None:
             state.source = torch.eye(
                 x.shape[1], device=x.device,
                 dtype=x.dtype).expand(x.shape[0], -1, -1)
-        if state.padded and self.packed:
+        if state.padded and reduction.packed:
             x, state = pack_padded(x, state)
         x = self.pos_drop(x)
         for index, block in enumerate(self.blocks):
             x, state = block(
-                x, state, reducer=self.block_reducer, block_index=index,
-                proportional_attention=self.proportional_attention)
+                x, state, reducer=reduction.blocks, block_index=index,
+                proportional_attention=reduction.proportional_attention)
         x = self.norm(x)
 
         if self.return_feat_map:

@@ -369,13 +369,46 @@ def packed_clips(x: Tensor, attn: AttentionInputs, state: TokenState
                 clips(state.source))]
 
 
-class TokenReduction(NamedTuple):
-    """What a backbone's ``token_reduction`` config asks for."""
-    input: Optional[InputReducer] = None
-    blocks: Optional[BlockReducer] = None
-    proportional_attention: bool = False
-    track_source: bool = False
-    packed: bool = True
+class TokenReduction(nn.Module):
+    """What a backbone's ``token_reduction`` config asks for: the ``input``
+    and ``blocks`` reducers (submodules, so they follow the backbone's
+    device) and the switches. A backbone holds one, as
+    ``token_reduction``."""
+
+    def __init__(self, input: Optional[InputReducer] = None,
+                 blocks: Optional[BlockReducer] = None,
+                 proportional_attention: bool = False,
+                 track_source: bool = False, packed: bool = True) -> None:
+        super().__init__()
+        self.input = input
+        self.blocks = blocks
+        self.proportional_attention = proportional_attention
+        self.track_source = track_source
+        self.packed = packed
+
+    @property
+    def reducers(self) -> List[Reducer]:
+        """The reducers that are set, input stage first."""
+        return [r for r in (self.input, self.blocks) if r is not None]
+
+    @property
+    def may_pad(self) -> bool:
+        """Whether the input stage gives clips their own token counts."""
+        return self.input is not None and self.input.may_pad
+
+    @property
+    def adds_key_bias(self) -> bool:
+        """Whether attention adds a per-key bias: proportional attention's
+        log sizes, or the padding of clips of different lengths."""
+        return self.proportional_attention or (not self.packed
+                                               and self.may_pad)
+
+    @property
+    def runs_packed(self) -> bool:
+        """Whether a batch of clips runs packed: its reducers give clips
+        their own token counts (a threshold) and ``packed`` is on."""
+        return self.packed and (self.may_pad or (
+            self.blocks is not None and self.blocks.variable_length))
 
     def plan(self, grid: Sequence[int], depth: int,
              prefix: int = 0) -> TokenPlan:

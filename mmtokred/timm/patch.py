@@ -176,10 +176,8 @@ def apply_token_reduction(model: nn.Module,
     if not isinstance(model, TokenReductionMixin):
         model.__class__ = type(f'TokenReduction{type(model).__name__}',
                                (TokenReductionMixin, type(model)), {})
-    model.input_reducer = reduction.input
-    model.block_reducer = reduction.blocks
-    model.proportional_attention = reduction.proportional_attention
-    model.track_source = reduction.track_source
+    model.token_reduction = reduction.to(
+        next(model.parameters()).device)
     return model
 
 
@@ -208,13 +206,14 @@ class TokenReductionMixin:
     def forward_tokens(self, x: Tensor) -> Tuple[Tensor, TokenState]:
         """Tokens after the final norm ``(B, N', C)`` and their state."""
         prefix = self.num_prefix_tokens
-        if self.input_reducer is None:
+        reduction = self.token_reduction
+        if reduction.input is None:
             x = self._pos_embed(self.patch_embed(x))
             state = TokenState()
         else:
-            tokens, state = self.input_reducer(
+            tokens, state = reduction.input(
                 x[:, :, None], self.patch_embed.proj, self.pos_embed,
-                self.track_source)
+                reduction.track_source)
             # The prefix tokens (class, distillation, registers) as the
             # model's own _pos_embed makes them, from one dummy image.
             dummy = self.pos_embed.new_zeros(
@@ -223,14 +222,14 @@ class TokenReductionMixin:
             x = torch.cat([prefix_x.expand(tokens.shape[0], -1, -1),
                            self.pos_drop(tokens)], 1)
             state = _with_prefix(state, tokens, prefix)
-        if self.track_source and state.source is None:
+        if reduction.track_source and state.source is None:
             state.source = torch.eye(x.shape[1], device=x.device,
                                      dtype=x.dtype).expand(x.shape[0], -1, -1)
         x = self.norm_pre(self.patch_drop(x))
         for index, block in enumerate(self.blocks):
             x, state = block(
-                x, state, reducer=self.block_reducer, block_index=index,
-                proportional_attention=self.proportional_attention)
+                x, state, reducer=reduction.blocks, block_index=index,
+                proportional_attention=reduction.proportional_attention)
         return self.norm(x), state
 
     def forward_features(self, x: Tensor) -> Tensor:
