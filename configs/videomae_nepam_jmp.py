@@ -1,7 +1,8 @@
-# VideoMAE ViT-B on Kinetics-400 with light NEPAM at the input (the 10% most
-# uniform 1x2x2 windows merged: 1568 -> 1451 tokens, the sweep's first stage
-# of its combined methods) and JMP in every block from 1 to 10 (-> 424):
-# about half the dense FLOPs.
+# VideoMAE ViT-B on Kinetics-400 with NEPAM at the input (the 10% most
+# uniform 1x2x2 windows: 1568 -> 1451 tokens) and JMP in blocks 1-10 (->
+# 424): 0.50 of the dense FLOPs, 1.98x dense on CPU (docs/benchmark.md).
+# Unmeasured on the pretrained proxy, so not a recommended default (JMP alone
+# at half the FLOPs lost -1.4 / -2.5 there; docs/proxy_results.md).
 _base_ = './videomae_dense.py'
 
 model = dict(

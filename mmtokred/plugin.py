@@ -2,7 +2,8 @@
 
 Importing it applies every workaround of :mod:`mmtokred.upstream_fixes` whose
 upstream bug is present (the one place that lists them) and registers the
-backbone and reducers of :mod:`mmtokred.models`, the checked dataset and
+backbones of :mod:`mmtokred.models` (their reducers are built from
+:data:`mmtokred.reducers.REDUCERS`, the one registry), the checked dataset and
 hook of :mod:`mmtokred.data.checks`, the ``ExportedRecognizer`` of
 :mod:`mmtokred.deploy.recognizer` and the ``AttentionKernelHook`` of
 :mod:`mmtokred.attention_kernel_hook`, in mmaction's registries; with timm

@@ -7,7 +7,7 @@ from mmaction.registry import MODELS
 from mmengine.config import ConfigDict
 
 from mmtokred.measure.observe import TokenRecorder
-from mmtokred.reducers import BlockReducer, InputReducer
+from mmtokred.reducers import BlockReducer, InputReducer, register
 from mmtokred.ops import TokenState
 
 SMALL = dict(img_size=64, patch_size=16, embed_dims=48, depth=2, num_heads=4,
@@ -134,7 +134,7 @@ def test_reducer_of_the_wrong_kind_is_refused():
 
 
 # Two toy reducers that exercise the extension point.
-@MODELS.register_module(force=True)
+@register
 class KeepFirstTubelet(InputReducer):
     """Keeps only the tokens of the first tubelet in time."""
 
@@ -146,7 +146,7 @@ class KeepFirstTubelet(InputReducer):
         return tokens + pos_embed[:, :n], TokenState(size=size)
 
 
-@MODELS.register_module(force=True)
+@register
 class MergeAdjacentPairs(BlockReducer):
     """Averages token pairs (2i, 2i+1) in block 0, tracking sizes."""
 
@@ -180,7 +180,7 @@ def test_reducers_plug_in_and_pool_by_size():
     assert isinstance(reduced.token_reduction.blocks, MergeAdjacentPairs)
 
 
-@MODELS.register_module(force=True)
+@register
 class MergeFirstHalf(BlockReducer):
     """Merges the first half of the tokens into one token of that size."""
 

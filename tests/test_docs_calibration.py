@@ -73,7 +73,7 @@ RUNS = runs()
 
 def test_the_pages_document_calibrate_commands():
     pages_with = {page for page, _ in documented()}
-    assert {'README.md', 'calibration.md', 'packed.md'} <= pages_with
+    assert {'usage.md', 'calibration.md', 'packed.md'} <= pages_with
     assert len(RUNS) >= 4
 
 

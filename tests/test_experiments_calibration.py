@@ -9,12 +9,16 @@ from conftest import ROOT, TINY_CONFIG, load_tool, run_tool
 from mmaction.registry import MODELS
 from mmengine.config import Config
 
-from mmtokred.experiments import calibration
+from mmtokred.experiments import calibration, search_space
+from mmtokred.experiments.calibrated_config import calibrated_config
 from mmtokred.experiments.calibration import (Calibrator, Candidate,
-                                              SearchSpace, Shape,
-                                              clearly_better)
+                                              clearly_better,
+                                              format_candidates)
 from mmtokred.experiments.clips import Clips, recogniser
-from mmtokred.experiments.recipes import METHODS, Grid, model_grid
+from mmtokred.experiments.recipes import (METHODS, BlockRecipe, Grid,
+                                          all_blocks, half_merged,
+                                          model_grid, tome_stage)
+from mmtokred.experiments.search_space import SearchSpace, Shape
 from mmtokred.measure.flops import count_gflops
 from mmtokred.measure.forward import forward_fn
 
@@ -169,7 +173,7 @@ def test_tool_writes_a_config_that_inherits_and_builds(actions, checkpoint,
                        '--method', 'ppt', launcher=[sys.executable])
     assert re.search(r'chosen \(\d+ candidates, [\d.]+ min, 1 process\): '
                      r'FLOPs 0\.[0-5]\d\d of dense', output)
-    assert '* default shape' in output and 'wrote' in output
+    assert re.search(r'\*\s+default shape', output) and 'wrote' in output
     text = out.read_text()
     assert '_base_' in text and 'ppt at <= 0.5 of the dense FLOPs' in text
     cfg, base = Config.fromfile(str(out)), Config.fromfile(str(PROXY))
@@ -371,7 +375,7 @@ def test_a_config_with_a_test_loader_only_calibrates_on_it(tool,
 
 
 def test_the_written_config_still_loads_where_it_is_moved(tmp_path):
-    text = calibration.calibrated_config(
+    text = calibrated_config(
         str(PROXY), dict(blocks=dict(type='ToMe', r=4)), False, ['note'])
     moved = tmp_path / 'elsewhere' / 'deeper' / 'calibrated.py'
     moved.parent.mkdir(parents=True)
@@ -402,3 +406,32 @@ def test_the_threshold_run_warns_below_the_clips_it_needs(actions,
     assert re.search(r'warning: 6 clips are too few to know the mean FLOPs '
                      r'within \+-0\.02 of dense \(95%\).* pass --clips \d+',
                      output)
+
+
+def test_the_search_space_reads_every_difference_from_the_recipe(
+        monkeypatch):
+    """No reducer's name is special: a pruning laid out as ToMe is (every
+    block, r not listed by block, half the tokens a block) reads so."""
+    monkeypatch.setitem(search_space.BLOCK_REDUCERS, 'prune', BlockRecipe(
+        'TokenPruning', tome_stage, half_merged, all_blocks,
+        lists_blocks=False))
+    space = SearchSpace('prune', depth=4, tokens=64)
+    assert space.blocks == [0, 1, 2, 3]
+    assert space.token_reduction(Shape(), 1., 64, 8) == dict(
+        blocks=dict(type='TokenPruning', r=[32, 16, 8, 4]))
+    assert not any(name.startswith('threshold')
+                   for name, _ in space.moves(Shape()))
+
+
+def test_candidates_print_as_aligned_columns():
+    tried = [Candidate(Shape(), 'default shape', 0.5, 0.498,
+                       dict(blocks=dict(type='ToMe', r=[3, 3])), kl=0.0123,
+                       agreement=0.97, taken=True),
+             Candidate(Shape(), 'tilt +0.25', 0.5, 0.5, None, kl=0.02,
+                       agreement=0.9)]
+    header, taken, other = format_candidates(tried).splitlines()
+    column = header.index('token_reduction')
+    assert taken.startswith('*') and not other.startswith('*')
+    assert taken[column:] == '{"blocks": {"type": "ToMe", "r": [3, 3]}}'
+    assert other[column:] == 'null'
+    assert header.index('KL') + 2 == other.index('0.02000') + 7

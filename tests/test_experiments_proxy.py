@@ -87,17 +87,17 @@ def test_backgrounds_are_textured_and_the_camera_moves():
 
 def test_a_camera_on_a_tripod_rests_and_bad_cameras_are_named():
     from mmtokred.data import Camera
-    from mmtokred.data.synthetic_videos import _camera
+    from mmtokred.data.camera import background_frames
     # The default camera: 70% of the clips from a tripod, the rest moving.
     rests = [np.array_equal(clip[0], clip[-1]) for clip in (
-        _camera(np.random.default_rng(seed), 'astronaut', 8, 64)
+        background_frames(np.random.default_rng(seed), 'astronaut', 8, 64)
         for seed in range(40))]
     assert 0.5 < np.mean(rests) < 0.9
-    still = _camera(np.random.default_rng(0), 'astronaut', 8, 64,
-                    Camera(still=1.))
+    still = background_frames(np.random.default_rng(0), 'astronaut', 8,
+                              64, Camera(still=1.))
     assert all(np.array_equal(still[0], frame) for frame in still)
-    moving = _camera(np.random.default_rng(0), 'astronaut', 8, 64,
-                     Camera(still=0.))
+    moving = background_frames(np.random.default_rng(0), 'astronaut', 8,
+                               64, Camera(still=0.))
     assert not np.array_equal(moving[0], moving[-1])
     for field, value in (('still', 1.5), ('shake', -1), ('view_max', 2)):
         with pytest.raises(ValueError, match=f'camera {field} must be in'):
@@ -301,7 +301,7 @@ def test_object_retention_is_exact_on_a_hand_made_clip(tmp_path):
     from mmtokred.data.synthetic_videos import _write_mp4
     from mmtokred.ops import random_importance
     from mmtokred.experiments.clips import Clips, recogniser
-    from mmtokred.experiments.sweep import actor_masks, evaluate
+    from mmtokred.experiments.evaluation import actor_masks, evaluate
 
     frames = np.random.default_rng(0).integers(0, 256, (32, 64, 64, 3),
                                                dtype=np.uint8)

@@ -9,10 +9,12 @@ from matplotlib.colors import to_hex
 
 from mmtokred.console import duration
 from mmtokred.experiments.recipes import COMPARE_TARGETS, METHODS
-from mmtokred.experiments.sweep import (MOST_SERIES, format_histograms,
-                                        format_table, pareto_figure,
-                                        read_table, series_styles, sweep,
-                                        write_table)
+from mmtokred.experiments.pareto_plot import (MOST_SERIES, pareto_figure,
+                                              series_styles)
+from mmtokred.experiments.sweep import sweep
+from mmtokred.experiments.sweep_table import (COLUMNS, JSON_ONLY,
+                                              format_histograms, format_sweep,
+                                              read_table, write_table)
 
 
 def test_sweep_says_what_it_does_before_the_bar(video_data, tiny_checkpoint,
@@ -25,6 +27,8 @@ def test_sweep_says_what_it_does_before_the_bar(video_data, tiny_checkpoint,
                      'test_dataloader.dataset.data_prefix.video':
                      video_data['videos']})
     assert [r['method'] for r in rows] == ['dense', 'nepam']
+    # The CSV's columns are the rows' keys, in order.
+    assert [list(r) for r in rows] == [[*COLUMNS, *JSON_ONLY]] * 2
     out = capsys.readouterr().out
     phases = [
         r'bisected 1 method x target points to their FLOPs \(counted from '
@@ -160,7 +164,7 @@ def test_points_whose_tokens_depend_on_the_clip_are_counted_per_view(
     write_table(rows, str(tmp_path / 'sweep'))
     read = read_table(str(tmp_path / 'sweep.csv'))
     assert 'clip_flops' not in read[0] and read[1]['speedup'] is None
-    table = format_table(read)
+    table = format_sweep(read)
     assert re.search(r'nepam_threshold\s+-\s+[\d.]+\s+-\s', table), table
     histograms = format_histograms(rows)
     assert histograms.count('| FLOPs of dense | clips | |') == 2

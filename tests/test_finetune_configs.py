@@ -12,7 +12,7 @@ from mmengine.config import Config
 
 import mmtokred.plugin  # noqa: F401
 from mmtokred.data import write_action_dataset, write_video_dataset
-from mmtokred.experiments.sweep import Costs
+from mmtokred.experiments.costs import Costs
 
 PROXY = ROOT / 'configs' / 'proxy'
 KINETICS = ROOT / 'configs' / 'finetune'

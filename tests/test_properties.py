@@ -10,6 +10,7 @@ from mmaction.registry import MODELS
 
 from mmtokred.experiments.recipes import METHODS, Grid
 from mmtokred.measure.observe import TokenRecorder
+from mmtokred.reducers import build_reducer
 
 #: Fields an error may name: every message must name one of them.
 FIELDS = ('window', 'ratio', 'num_windows', 'threshold', 'distance',
@@ -140,7 +141,7 @@ def test_any_config_runs_as_promised_or_is_refused_naming_a_field(cfg, batch):
     ('threshold', math.nan), ('threshold', math.inf)])
 def test_nepam_options_are_type_checked(field, value):
     with pytest.raises(ValueError, match=f'NEPAM {field}') as error:
-        MODELS.build(dict(type='NEPAM', **{field: value}))
+        build_reducer(dict(type='NEPAM', **{field: value}))
     assert repr(value) in str(error.value)
 
 

@@ -352,11 +352,12 @@ def test_observations_are_kept_only_while_observing():
 
 
 def test_block_placements_scale_with_depth():
-    from mmtokred.reducers import every_block, proportional_blocks
+    from mmtokred.reducers import (build_reducer, every_block,
+                                   proportional_blocks)
     assert proportional_blocks(12) == [3, 6, 9]  # 4th, 7th, 10th blocks
     assert proportional_blocks(8) == [2, 4, 6]
     assert proportional_blocks(24) == [6, 12, 18]
     assert every_block(8) == [1, 2, 3, 4, 5, 6]
     for name in ('PPT', 'JMP', 'TokenPruning', 'SimilarityPruning'):
-        reducer = MODELS.build(dict(type=name))
+        reducer = build_reducer(dict(type=name))
         assert sorted(reducer.removals) == list(range(1, 11)), name

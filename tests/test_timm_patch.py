@@ -422,11 +422,7 @@ def test_bf16_outputs_are_finite():
      'num_windows=9'),
     (dict(blocks=dict(type='ToMe', r=1.5)), 'ToMe r'),
     ('ppt', 'token_reduction must be one of'),
-    # The timm path pads clips of different lengths; packing is the
-    # VideoMAE backbone's.
-    (dict(input=dict(type='NEPAM', window=(1, 2), threshold=0.3),
-          packed=True), 'cannot pack them'),
-    (dict(blocks=dict(type='ToMe', r=2, threshold=0.5)),
+    (dict(blocks=dict(type='ToMe', r=2, threshold=0.5), packed=False),
      'which run packed'),
 ])
 def test_bad_options_are_refused_at_patch_time(reduction, match):
@@ -442,15 +438,18 @@ def test_ppt_needs_a_class_token():
             dict(blocks=dict(type='PPT', blocks=[1], r=2, **OFFICIAL_PPT)))
 
 
+@pytest.mark.parametrize('packed', [False, True])
 @pytest.mark.parametrize('kwargs', [
     {}, dict(class_token=False, global_pool='avg'), dict(reg_tokens=2)])
 @pytest.mark.parametrize('blocks', [None, dict(type='ToMe', r=2)])
-def test_nepam_threshold_pads_and_each_image_is_as_alone(kwargs, blocks):
+def test_nepam_threshold_pads_and_each_image_is_as_alone(kwargs, blocks,
+                                                         packed):
     """NEPAM's threshold mode keeps a token count per image: the batch is
-    padded (size 0, masked in attention, left out of the pooling), and each
-    image's output is the one it gets alone."""
+    packed, or padded (size 0, masked in attention, left out of the
+    pooling), and each image's output is the one it gets alone."""
     model = build('vit_tiny_patch16_224', depth=4, **kwargs)
-    reduction = dict(input=dict(type='NEPAM', window=(1, 2), threshold=0.3))
+    reduction = dict(input=dict(type='NEPAM', window=(1, 2), threshold=0.3),
+                     packed=packed)
     if blocks is not None:
         reduction['blocks'] = blocks
     ours = patched(model, reduction)
@@ -460,6 +459,9 @@ def test_nepam_threshold_pads_and_each_image_is_as_alone(kwargs, blocks):
         batch = ours(x)
         alone = torch.cat([ours(x[i:i + 1]) for i in range(3)])
         _, state = ours.forward_tokens(x)
-    kept = (state.size[..., 0] > 0).sum(1)
-    assert state.padded and len(set(kept.tolist())) == 3, kept
+    if packed:
+        assert len(set(state.lengths)) == 3, state.lengths
+    else:
+        kept = (state.size[..., 0] > 0).sum(1)
+        assert state.padded and len(set(kept.tolist())) == 3, kept
     torch.testing.assert_close(batch, alone, rtol=1e-5, atol=1e-5)

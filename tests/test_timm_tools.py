@@ -59,11 +59,12 @@ def test_eval_timm(image_folder, rigged_checkpoint, tmp_path):
         '--batch-size', '4', '--workers', '0', '--json', str(out)])
     lines = result.stdout.strip().splitlines()
     assert 'on 6 images of' in lines[0], result.stdout
+    assert lines[1].split() == ['model', 'top-1', 'top-5', 'GMACs',
+                                'of', 'timm'], result.stdout
     figures = {}
     for name in ('timm', 'reduced'):
-        line = next(line for line in lines if line.startswith(name + ':'))
-        top1, top5, gmacs = map(float, re.findall(
-            r'top-1 +([\d.]+) +top-5 +([\d.]+) +GMACs ([\d.]+)', line)[0])
+        line = next(line for line in lines if line.startswith(name + ' '))
+        top1, top5, gmacs = map(float, line.split()[1:4])
         figures[name] = top1, top5, gmacs
     # Evenly spread: 3 of each class; the rigged head says class 0 always.
     assert figures['timm'][:2] == figures['reduced'][:2] == (50.0, 100.0)
@@ -93,9 +94,10 @@ def test_one_checkpoint_loader(tmp_path):
     without its classifier; code in a file is refused, saying why."""
     import argparse
 
-    from mmtokred.timm import backbone, compare
+    from mmtokred.benchmark import image
+    from mmtokred.timm import backbone
     from mmtokred.timm.checkpoint import load_checkpoint
-    assert backbone.load_checkpoint is compare.load_checkpoint is \
+    assert backbone.load_checkpoint is image.load_checkpoint is \
         load_checkpoint
     torch.manual_seed(0)
     ema = timm.create_model(MODEL).state_dict()

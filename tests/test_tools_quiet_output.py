@@ -270,7 +270,7 @@ def _row(method, speedup, noisy, spread):
 
 
 def test_sweep_table_marks_noisy_rows():
-    from mmtokred.experiments.sweep import format_table
+    from mmtokred.experiments.sweep_table import format_sweep as format_table
     table = format_table([_row('dense', 1., False, 0.05),
                           _row('nepam', 1.5, True, 0.4)])
     lines = table.splitlines()

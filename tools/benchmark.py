@@ -31,9 +31,10 @@ from mmengine.config import Config, DictAction
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred import checkpoint_fit
 from mmtokred.arguments import finite, integer, share
-from mmtokred.benchmark.compare import check_clip_shape, compare, format_table
+from mmtokred.benchmark.compare import compare, format_table
 from mmtokred.benchmark.engines import ENGINES, compare_engines, format_engines
 from mmtokred.benchmark.threshold import compare_batching, format_batching
+from mmtokred.benchmark.video import check_clip_shape
 from mmtokred.measure.forward import DTYPES, check_device
 from mmtokred.ops.attention import CPU_KERNELS
 from mmtokred.ops.linear import CPU_LINEARS
@@ -183,15 +184,18 @@ def main() -> None:
     args = parse_args()
     if args.engines:
         result = compare_engines(
-            args.config, args.engines, args.dtype, args.cfg_options,
-            args.batch_size or 1, args.shape, args.warmup, args.repeats,
+            args.config, engines=args.engines, dtypes=args.dtype,
+            cfg_options=args.cfg_options, batch_size=args.batch_size or 1,
+            input_shape=args.shape, warmup=args.warmup,
+            repeats=args.repeats,
             progress=functools.partial(print, flush=True))
         print(format_engines(result))
     elif args.batching:
         result = compare_batching(
-            args.config[0], args.mean_tokens, args.threshold,
-            args.batch_size or 16, args.repeats, args.cfg_options,
-            args.device, args.dtype, args.amp)
+            args.config[0], mean_tokens=args.mean_tokens,
+            threshold=args.threshold, batch_size=args.batch_size or 16,
+            repeats=args.repeats, cfg_options=args.cfg_options,
+            device=args.device, dtype=args.dtype, amp=args.amp)
         print(format_batching(result))
     else:
         result = compare(

@@ -15,11 +15,11 @@ import json
 import torch
 
 from mmtokred import checkpoint_fit
+from mmtokred.benchmark.image import (DEFAULT_BATCH_SIZES, DEFAULT_MODELS,
+                                      MODEL_SETTINGS, compare_timm,
+                                      format_table, token_reduction_arg)
 from mmtokred.measure.forward import DTYPES
 from mmtokred.timm import PAPER_SETTINGS
-from mmtokred.timm.compare import (DEFAULT_BATCH_SIZES, DEFAULT_MODELS,
-                                   MODEL_SETTINGS, compare_timm,
-                                   format_table, token_reduction_arg)
 
 
 def parse_args():

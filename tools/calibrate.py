@@ -41,11 +41,11 @@ from mmengine.registry import init_default_scope
 from mmtokred import checkpoint_fit, plugin, upstream_fixes  # noqa: F401
 from mmtokred.arguments import integer, open_share
 from mmtokred.console import duration
-from mmtokred.experiments.calibration import (METHODS, Calibrator,
-                                              SearchSpace, calibrated_config,
-                                              format_candidates)
+from mmtokred.experiments.calibrated_config import calibrated_config
+from mmtokred.experiments.calibration import Calibrator, format_candidates
 from mmtokred.experiments.clips import SPLITS, Clips, recogniser
 from mmtokred.experiments.recipes import NEPAM_DEFAULT, model_grid
+from mmtokred.experiments.search_space import METHODS, SearchSpace
 from mmtokred.experiments.threshold_budget import ThresholdBudget, mean_flops
 
 #: The method that sets NEPAM's threshold for a mean FLOPs target.

@@ -14,9 +14,10 @@ import json
 import torch
 
 from mmtokred import checkpoint_fit
+from mmtokred.benchmark.image import token_reduction_arg
+from mmtokred.benchmark.image_accuracy import evaluate_timm, \
+    format_evaluation
 from mmtokred.timm import PAPER_SETTINGS
-from mmtokred.timm.compare import (evaluate_timm, format_evaluation,
-                                   token_reduction_arg)
 
 
 def parse_args():

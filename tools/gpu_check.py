@@ -47,6 +47,7 @@ from mmtokred.measure.host_reads import CudaSyncs, HostReads
 from mmtokred.ops.packed_attention import (PACKED_KERNELS, kernel_refusal,
                                            packed_kernel_reason,
                                            packed_kernel_set_to)
+from mmtokred.table import Column, Row, format_table as table
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The configs of part 3, side by side (the first is timed with --batching).
@@ -55,6 +56,13 @@ VIT_B = ['configs/videomae_nepam.py', 'configs/videomae_nepam_half.py',
 TINY = ['configs/demo/videomae_tiny_nepam.py']
 #: The parts, in the order they run (the CUDA tests only on CUDA).
 PARTS = ('versions', 'tests', 'side_by_side', 'batching', 'waits')
+#: The columns of part 5, one row per packed kernel.
+WAITS_COLUMNS = (
+    Column('kernel', lambda row: row['kernel'], 'left'),
+    Column('host reads', lambda row: row['reads']),
+    Column('CUDA syncs', lambda row: row['syncs']),
+    Column('', lambda row: row['note'], 'left'),
+)
 #: Seconds a part needs at least to start.
 PART_MINIMUM = 60
 
@@ -147,14 +155,13 @@ def waits_per_forward(config: str, args: argparse.Namespace) -> str:
     ).eval().to(args.device, dtype)
     clips = clips.to(args.device, dtype)
     bound = 1 + len(model.blocks)
-    lines = [f'NEPAM threshold then ToMe r={tome["r"]} threshold 0.8, '
-             f'packed, {len(model.blocks)} blocks, {args.batch_size} clips: '
-             f'at most {bound} waits a forward pass']
+    rows: List[Row] = []
     for kernel in PACKED_KERNELS[1:]:
         probe = torch.zeros(1, 1, 1, 8, device=args.device, dtype=dtype)
         refusal = kernel_refusal(kernel, probe, 0.)
         if refusal:
-            lines.append(f'{kernel:<9} - ({refusal})')
+            rows.append(dict(kernel=kernel, reads='-', syncs='-',
+                             note=f'does not run: {refusal}'))
             continue
         with torch.inference_mode(), packed_kernel_set_to(kernel):
             model(clips)  # compiles flex, loads the kernels
@@ -167,8 +174,11 @@ def waits_per_forward(config: str, args: argparse.Namespace) -> str:
                 with CudaSyncs() as counted:
                     model(clips)
                 syncs = str(counted.count)
-        lines.append(f'{kernel:<9} host reads {reads}, CUDA syncs {syncs}')
-    return '\n'.join(lines)
+        rows.append(dict(kernel=kernel, reads=reads, syncs=syncs, note=''))
+    return table(WAITS_COLUMNS, rows, title=(
+        f'NEPAM threshold then ToMe r={tome["r"]} threshold 0.8, packed, '
+        f'{len(model.blocks)} blocks, {args.batch_size} clips: at most '
+        f'{bound} waits a forward pass'))
 
 
 def main() -> None:

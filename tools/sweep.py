@@ -37,9 +37,11 @@ from mmengine.config import DictAction
 import mmtokred.plugin  # noqa: F401  (applies fixes, registers modules)
 from mmtokred import checkpoint_fit
 from mmtokred.experiments.recipes import METHODS
-from mmtokred.experiments.sweep import (format_histograms, format_table,
-                                        plot_pareto, read_table, sweep,
-                                        write_table)
+from mmtokred.experiments.pareto_plot import plot_pareto
+from mmtokred.experiments.sweep import sweep
+from mmtokred.experiments.sweep_table import (format_histograms,
+                                              format_sweep, read_table,
+                                              write_table)
 
 
 def main():
@@ -103,7 +105,7 @@ def main():
     prefix = str(Path(args.work_dir) / 'sweep')
     write_table(rows, prefix)
     plot_pareto(rows, prefix + '.png', title=title)
-    print('\n' + format_table(rows))
+    print('\n' + format_sweep(rows))
     histograms = format_histograms(rows)
     if histograms:
         print('\nFLOPs per clip of the points whose tokens depend on the '

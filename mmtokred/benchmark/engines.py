@@ -25,9 +25,11 @@ from ..measure.forward import DTYPES, device_name, forward_fn, prepare
 from ..measure.observe import TokenRecorder
 from ..measure.side_by_side import format_spread, side_by_side
 from ..ops.linear import cpu_linear, cpu_linear_reason
-from .compare import (built_clip_shape, check_clip_shape, config_names,
-                      format_tokens)
+from ..table import Column, format_table
+from .cells import format_tokens, speedup
+from .driver import check_counts
 from .variants import build_variants
+from .video import check_clip_shape, config_names, default_clip_shape
 
 #: The engines: torch eager, then the runtimes of :mod:`mmtokred.deploy`.
 ENGINES = ('torch', *RUNTIMES)
@@ -50,7 +52,7 @@ def _torch_forward(model: torch.nn.Module, clips: torch.Tensor,
     return forward_fn(model, clips[:, None], amp=False)
 
 
-def compare_engines(configs: Union[str, Sequence[str]],
+def compare_engines(configs: Union[str, Sequence[str]], *,
                     engines: Sequence[str] = ENGINES,
                     dtypes: Sequence[str] = ('fp32', ),
                     cfg_options: Optional[Dict] = None,
@@ -79,10 +81,7 @@ def compare_engines(configs: Union[str, Sequence[str]],
         the run's settings.
     """
     _check(engines, dtypes)
-    for name, value, low in (('batch_size', batch_size, 1),
-                             ('warmup', warmup, 0), ('repeats', repeats, 1)):
-        if value < low:
-            raise ValueError(f'{name} must be >= {low}, got {value}')
+    check_counts(batch_size, warmup, repeats)
     say = progress or (lambda line: None)
     paths = config_names(configs)
     cfgs = {}
@@ -91,9 +90,7 @@ def compare_engines(configs: Union[str, Sequence[str]],
         cfgs[name].merge_from_dict(cfg_options or {})
     backbone = next(iter(cfgs.values())).model.backbone
     if input_shape is None:
-        built = built_clip_shape(backbone)
-        input_shape = (built['num_frames'], built['img_size'],
-                       built['img_size'])
+        input_shape = default_clip_shape(backbone)
     else:
         check_clip_shape(backbone, input_shape, next(iter(paths.values())))
     clip_shape = (backbone.get('in_channels', 3), *input_shape)
@@ -208,25 +205,24 @@ def _ratios(rows: List[Dict]) -> None:
             stock['seconds_per_batch'] / row['seconds_per_batch'])
 
 
-#: The columns of :func:`format_engines`: header, width, and the cell.
-_COLUMNS = (
-    ('model', -1, lambda row: row['model']),
-    ('engine', 11, lambda row: row['engine']),
-    ('dtype', 5, lambda row: row['precision']),
-    ('s/clip', 7,
-     lambda row: f"{row['seconds_per_batch'] / row['batch']:.3f}"),
-    ('spread', 6, lambda row: format_spread(row['spread'], row['turns'])),
-    ('GMACs', 7, lambda row: f"{row['gflops_per_clip']:.2f}"),
-    ('vs fastest dense', 16, lambda row: '-'
-     if row['speedup_vs_fastest_dense'] is None else
-     f"{row['speedup_vs_fastest_dense']:.2f}x"),
-    ('vs stock torch fp32', 19, lambda row: '-'
-     if row['speedup_vs_stock_torch'] is None else
-     f"{row['speedup_vs_stock_torch']:.2f}x"),
-    ('max |diff| vs torch fp32', 24,
-     lambda row: f"{row['vs_torch']['max_abs']:.1e}"
-     + ('' if row['vs_torch']['finite'] else ' NaN')),
-    ('tokens', 0, lambda row: format_tokens(row['tokens_per_block'])),
+#: The columns of :func:`format_engines`, one row per model, engine and
+#: dtype.
+COLUMNS = (
+    Column('model', lambda row: row['model'], 'left', width=6),
+    Column('engine', lambda row: row['engine'], width=11),
+    Column('dtype', lambda row: row['precision'], width=5),
+    Column('s/clip', lambda row:
+           f"{row['seconds_per_batch'] / row['batch']:.3f}", width=7),
+    Column('spread', lambda row: format_spread(row['spread'], row['turns']),
+           width=6),
+    Column('GMACs', lambda row: f"{row['gflops_per_clip']:.2f}", width=7),
+    Column('vs fastest dense', speedup('speedup_vs_fastest_dense')),
+    Column('vs stock torch fp32', speedup('speedup_vs_stock_torch')),
+    Column('max |diff| vs torch fp32', lambda row:
+           f"{row['vs_torch']['max_abs']:.1e}"
+           + ('' if row['vs_torch']['finite'] else ' NaN')),
+    Column('tokens', lambda row: format_tokens(row['tokens_per_block']),
+           'left'),
 )
 
 
@@ -236,40 +232,28 @@ def format_engines(result: Dict) -> str:
     batch = result['input_shape'][0]
     rows = [dict(row, batch=batch, turns=result['repeats'])
             for row in result['rows']]
-    width = max(6, *(len(row['model']) for row in rows))
-
-    def line(cells: Sequence[str]) -> str:
-        parts = []
-        for (header, size, _), cell in zip(_COLUMNS, cells):
-            size = width if size < 0 else size
-            parts.append(f'{cell:<{size}}' if header in ('model', 'tokens')
-                         else f'{cell:>{size}}')
-        return '  '.join(parts).rstrip()
-
-    header = line([column[0] for column in _COLUMNS])
-    lines = [f"{', '.join(result['configs'])} on {result['device']}, input "
+    title = (f"{', '.join(result['configs'])} on {result['device']}, input "
              f"{tuple(result['input_shape'])}, engines " + ', '.join(
                  f'{engine} {result["versions"][engine]}'
                  for engine in result['engines'])
-             + f", dtypes {', '.join(result['dtypes'])}", header,
-             '-' * len(header)]
-    lines += [line([cell(row) for _, _, cell in _COLUMNS]) for row in rows]
+             + f", dtypes {', '.join(result['dtypes'])}")
+    notes = []
     for dtype in result['dtypes']:
         dense = [row for row in rows if row['dtype'] == dtype
                  and row['model'] == 'dense']
         if dense:
             best = min(dense, key=lambda row: row['seconds_per_batch'])
-            lines.append(f"fastest dense in {dtype}: {best['engine']} "
+            notes.append(f"fastest dense in {dtype}: {best['engine']} "
                          f"({best['seconds_per_batch'] / batch:.3f} s/clip)")
-    lines.append(f"torch's fp32 matrix products: {result['linear']['reason']}")
+    notes.append(f"torch's fp32 matrix products: {result['linear']['reason']}")
     for skip in result['skipped']:
-        lines.append(f"not run: {skip['model']} in {skip['engine']} "
+        notes.append(f"not run: {skip['model']} in {skip['engine']} "
                      f"{skip['dtype']}: {skip['why']}")
-    lines.append('dtype: what the engine computed in (OpenVINO reports its '
+    notes.append('dtype: what the engine computed in (OpenVINO reports its '
                  'inference precision); vs fastest dense: speedup over the '
                  'fastest engine running the dense model in the same dtype; '
                  'max |diff|: scores against the same model in torch fp32; '
                  "spread: (max - min) / median of the turns' times"
                  + (' (?: one turn, unknown)' if result['repeats'] < 2
                     else ''))
-    return '\n'.join(lines)
+    return format_table(COLUMNS, rows, title=title, notes=notes)

@@ -23,6 +23,9 @@ from ..measure.observe import TokenRecorder
 from ..measure.side_by_side import format_spread, side_by_side
 from ..ops import tubelet_pixels, window_layout, window_scores
 from ..ops.packed_attention import packed_kernel_reason
+from ..table import Column, format_table, key
+from .cells import speedup
+from .driver import check_precision
 
 #: The names of the dtypes the models compute in.
 PRECISIONS = {torch_dtype: name for name, torch_dtype in DTYPES.items()}
@@ -61,7 +64,7 @@ def threshold_for_tokens(clips: torch.Tensor, nepam: Dict, tubelet:
                            'share of the tokens')
 
 
-def compare_batching(config: str,
+def compare_batching(config: str, *,
                      mean_tokens: Optional[float] = 0.5,
                      threshold: Optional[float] = None,
                      batch_size: int = 16,
@@ -100,12 +103,7 @@ def compare_batching(config: str,
     if mean_tokens is not None and not 0 < mean_tokens <= 1:
         raise ValueError(f'mean_tokens must be in (0, 1], got {mean_tokens}')
     dev = check_device(device)
-    if dtype not in DTYPES:
-        raise ValueError(f'dtype must be one of {tuple(DTYPES)}, got '
-                         f'{dtype!r}')
-    if amp and dtype != 'fp32':
-        raise ValueError(f'amp casts fp32 weights under autocast: give dtype '
-                         f"'fp32' with it, got {dtype!r}")
+    check_precision(dtype, amp)
     compute = autocast_dtype(dev.type) if amp else DTYPES[dtype]
     if batch_size < 2:
         raise ValueError(f'batch_size must be >= 2 to batch clips of '
@@ -158,8 +156,9 @@ def compare_batching(config: str,
     attn = packed.blocks[0].attn
     kernel_shape = (tokens, attn.num_heads,
                     packed.embed_dims // attn.num_heads, dev)
-    kernel_options = dict(repeats=repeats, dtype=compute,
-                          key_bias=packed.proportional_attention)
+    kernel_options = dict(
+        repeats=repeats, dtype=compute,
+        key_bias=packed.token_reduction.proportional_attention)
     if dev.type == 'cpu':  # its rule is measured (docs/packed.md)
         kernels_ms = packed_kernel_ms(*kernel_shape, **kernel_options)
     else:  # as AttentionKernelHook: 'auto' runs the fastest here
@@ -199,37 +198,41 @@ def compare_batching(config: str,
     )
 
 
+#: The columns of :func:`format_batching`, one row per way.
+COLUMNS = (
+    Column('way', lambda row: row['way'], 'left'),
+    Column('clips/s', key('clips_per_s', '.3f')),
+    Column('spread', lambda row: format_spread(row['spread'])),
+    Column('GMACs/clip', key('gmacs_per_clip', '.2f')),
+    Column('vs dense', speedup('vs_dense')),
+)
+
+
 def format_batching(result: Dict) -> str:
     """The figures of :func:`compare_batching` as a plain-text table."""
     tokens = result['tokens_per_clip']
-    lines = [
+    title = (
         f"{result['config']} on {result['device']} in "
         f"{result['precision']}: NEPAM threshold {result['threshold']:.4g}, "
         f"{result['batch_size']} clips keeping {min(tokens)} to "
         f"{max(tokens)} tokens (mean {100 * result['mean_token_share']:.1f}%"
-        ' of them)',
-        f"{'way':<14}{'clips/s':>9}{'spread':>8}{'GMACs/clip':>12}"
-        f"{'vs dense':>10}",
-    ]
+        ' of them)')
     dense = result['ways']['dense']['clips_per_s']
-    for way, fig in result['ways'].items():
-        lines.append(f"{way:<14}{fig['clips_per_s']:>9.3f}"
-                     f"{format_spread(fig['spread']):>8}"
-                     f"{fig['gmacs_per_clip']:>12.2f}"
-                     f"{fig['clips_per_s'] / dense:>9.2f}x")
-    lines.append(
+    rows = [dict(fig, way=way, vs_dense=fig['clips_per_s'] / dense)
+            for way, fig in result['ways'].items()]
+    unknown = any(fig['spread'] is None for fig in result['ways'].values())
+    notes = [
         f"packed: {result['packed_vs_dense']:.2f}x dense, "
         f"{result['packed_vs_padded']:.2f}x padded, "
         f"{result['packed_vs_clip_by_clip']:.2f}x clip by clip; max |packed "
         f"- clip by clip| = {result['max_abs_diff_packed']:.1e}, max |padded"
         f" - clip by clip| = {result['max_abs_diff_padded']:.1e}; packed "
-        f"attention: {result['packed_kernel']}")
-    lines.append('one packed attention call at these lengths: ' + ', '.join(
-        f'{kernel} {ms:.2f} ms' if ms is not None else
-        f'{kernel} - (does not run here)'
-        for kernel, ms in result['packed_kernel_ms'].items()))
-    unknown = any(fig['spread'] is None for fig in result['ways'].values())
-    lines.append("spread: (max - min) / median of the repeats' times"
-                 + (' (?: one repeat, unknown)' if unknown else '')
-                 + '; GMACs counted on the batch, per clip')
-    return '\n'.join(lines)
+        f"attention: {result['packed_kernel']}",
+        'one packed attention call at these lengths: ' + ', '.join(
+            f'{kernel} {ms:.2f} ms' if ms is not None else
+            f'{kernel} - (does not run here)'
+            for kernel, ms in result['packed_kernel_ms'].items()),
+        "spread: (max - min) / median of the repeats' times"
+        + (' (?: one repeat, unknown)' if unknown else '')
+        + '; GMACs counted on the batch, per clip']
+    return format_table(COLUMNS, rows, title=title, notes=notes)

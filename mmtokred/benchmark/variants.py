@@ -1,6 +1,7 @@
 """The models a benchmark compares, built from configs with one set of
-weights: stock (mmaction's own VisionTransformer), dense (ours with token
-reduction off) and ours (each config as written)."""
+weights: stock (the registered backbone ours extends, e.g. mmaction's
+VisionTransformer), dense (ours with token reduction off) and ours (each
+config as written)."""
 import copy
 from typing import Callable, Dict, Optional
 
@@ -16,7 +17,21 @@ VARIANTS = ('stock', 'dense', 'ours')
 
 
 def has_token_reduction(cfg: Config) -> bool:
+    """Whether ``cfg``'s backbone sets a token reduction."""
     return cfg.model.backbone.get('token_reduction') is not None
+
+
+def stock_backbone_class(backbone_type: str) -> type:
+    """The registered class that the backbone ``backbone_type`` extends
+    (mmaction's ``VisionTransformer`` for ``TokenReductionVisionTransformer``
+    by its base), or its own class where it extends none."""
+    cls = MODELS.get(backbone_type)
+    if cls is None:
+        raise ValueError(f'model.backbone.type {backbone_type!r} is not a '
+                         "registered model: import mmtokred.plugin (the "
+                         "configs' custom_imports) before building it")
+    return next((base for base in cls.__mro__[1:]
+                 if MODELS.get(base.__name__) is base), cls)
 
 
 def model_without_reduction(cfg: Config) -> Dict:
@@ -36,7 +51,8 @@ def build_variant(cfg: Config, variant: str) -> nn.Module:
     if variant != 'ours':
         model_cfg.backbone.pop('token_reduction', None)
     if variant == 'stock':
-        model_cfg.backbone.type = 'VisionTransformer'
+        model_cfg.backbone.type = stock_backbone_class(
+            model_cfg.backbone.type).__name__
     return MODELS.build(model_cfg).eval()
 
 

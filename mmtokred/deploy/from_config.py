@@ -22,7 +22,7 @@ def clip_shape(cfg: Config,
     """``(C, T, H, W)`` of the clips the config's backbone takes: its
     ``in_channels``, ``num_frames`` and ``img_size``, or ``shape`` ``(T, H,
     W)`` where given."""
-    from ..benchmark.compare import built_clip_shape, check_clip_shape
+    from ..benchmark.video import built_clip_shape, check_clip_shape
     backbone = cfg.model.backbone
     built = built_clip_shape(backbone)
     if shape is None:

@@ -6,6 +6,7 @@ from typing import Dict, List, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from ..table import Column, format_table, key
 from .clip_classifier import ClipClassifier
 from .runtimes import RuntimeModel
 
@@ -62,10 +63,19 @@ def compare_outputs(model: nn.Module, path: PathLike,
     return rows
 
 
+#: The columns of :func:`format_parity`, one row per engine.
+COLUMNS = (
+    Column('engine', lambda row: row['engine'], 'left'),
+    Column('computed in', lambda row: row['precision'], 'left'),
+    Column('max |diff|', key('max_abs', '.2e')),
+    Column('relative', key('relative', '.2e')),
+    Column('same top class', lambda row:
+           f"{100 * row['same_argmax']:.0f}% of clips"),
+    Column('finite', lambda row: 'yes' if row['finite'] else 'NO'),
+)
+
+
 def format_parity(rows: Sequence[Dict]) -> str:
-    """One line per engine of :func:`compare_outputs`."""
-    return '\n'.join(
-        f"{row['engine']} ({row['precision']}) vs torch (fp32): max |diff| "
-        f"{row['max_abs']:.2e}, relative {row['relative']:.2e}, same top "
-        f"class {100 * row['same_argmax']:.0f}% of clips"
-        + ('' if row['finite'] else ', NOT FINITE') for row in rows)
+    """The rows of :func:`compare_outputs` as a table."""
+    return format_table(COLUMNS, rows, title='scores against the torch '
+                        'model in fp32 on the same clips')

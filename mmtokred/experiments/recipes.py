@@ -8,11 +8,12 @@ their blocks (the same fraction in each), the share pruned at the input.
 everything a method does not vary comes from its registered defaults.
 :func:`least_knob` bisects a knob to the least reduction within a FLOPs
 target. The calibration search builds its shapes from the same pieces
-(:func:`tome_r`, :func:`stage_counts`, :func:`spend`, :func:`every_block`,
-:data:`NEPAM_DEFAULT`), so that its default shape is the sweep's recipe.
+(:data:`BLOCK_REDUCERS`, :func:`spend`, :data:`NEPAM_DEFAULT`), so that
+its default shape is the sweep's recipe.
 """
 import ast
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 from mmengine.config import Config
@@ -29,19 +30,8 @@ COMPARE_TARGETS = (0.5, )
 #: Light NEPAM, the first stage of the combined methods (and
 #: configs/videomae_nepam_jmp.py's): chosen on the hand-held proxy's
 #: validation split as the lightest-merging window that keeps >= 98% of
-#: the dense predictions (docs/proxy_results.md); configs/videomae_nepam.py's
-#: default until the calibrated, pretrained proxy moved it.
+#: the dense predictions (docs/proxy_results.md).
 NEPAM_DEFAULT = dict(type='NEPAM', window=(1, 2, 2), ratio=0.1)
-#: The block reducers a calibration method may name, by the method's name
-#: (the sweep's methods of the same names).
-BLOCK_REDUCERS = {'tome': 'ToMe', 'ppt': 'PPT', 'jmp': 'JMP',
-                  'prune': 'TokenPruning', 'progressive': 'SimilarityPruning'}
-#: Block reducers whose threshold calibration tunes: the moves from a value.
-THRESHOLD_MOVES = {
-    'PPT': lambda t: (2 * t, t / 2),  # the statistic's scale: factors
-    'JMP': lambda t: tuple(v for v in (t + 0.25, t - 0.25)
-                           if -1 <= v <= 1),  # a cosine similarity
-}
 #: Halvings of the knob's interval when bisecting to a FLOPs target, after
 #: one count at the most reduction.
 BISECTION_STEPS = 14
@@ -93,6 +83,12 @@ def half(tokens: int) -> int:
     return tokens // 2
 
 
+def tome_stage(tokens: int, blocks: int, amount: float) -> List[int]:
+    """:func:`tome_r` in each of ``blocks`` blocks, before any is cut to
+    what it can merge."""
+    return [tome_r(tokens, amount)] * blocks
+
+
 def spend(counts: Sequence[int], tokens: int,
           most: Callable[[int], int]) -> List[int]:
     """``counts`` cut, block after block, to ``most(n)`` of the ``n``
@@ -107,7 +103,64 @@ def spend(counts: Sequence[int], tokens: int,
 def tome_counts(tokens: int, depth: int, amount: float) -> List[int]:
     """ToMe's recipe: :func:`tome_r` in each of ``depth`` blocks, each
     merging what it can (at most half of its tokens)."""
-    return spend([tome_r(tokens, amount)] * depth, tokens, half)
+    return spend(tome_stage(tokens, depth, amount), tokens, half)
+
+
+def all_blocks(depth: int) -> List[int]:
+    """Every block of ``depth``: where ToMe reduces."""
+    return list(range(depth))
+
+
+def above_floor(tokens: int, min_tokens: int) -> int:
+    """What a pruning block may remove: all but ``min_tokens``."""
+    return max(tokens - min_tokens, 0)
+
+
+def half_merged(tokens: int, min_tokens: int) -> int:
+    """What a ToMe block may merge away: :func:`half` its tokens (its
+    bipartite matching keeps the other half, whatever ``min_tokens``)."""
+    return half(tokens)
+
+
+class BlockRecipe(NamedTuple):
+    """How calibration lays out a block reducer's schedule.
+
+    ``counts(tokens, blocks, amount)``: tokens each of ``blocks`` reducing
+    blocks removes for ``amount`` in [0, 1] when ``tokens`` enter the
+    first (the sweep's recipe); ``most(tokens, min_tokens)``: the most a
+    block seeing ``tokens`` may remove; ``placement(depth)``: the blocks
+    it reduces in, named in its config where ``lists_blocks`` (ToMe's ``r``
+    covers every block); ``threshold_moves(value)``: the thresholds tried
+    from ``value``, where calibration tunes one.
+    """
+    type: str
+    counts: Callable[[int, int, float], List[int]]
+    most: Callable[[int, int], int]
+    placement: Callable[[int], List[int]] = every_block
+    lists_blocks: bool = True
+    threshold_moves: Optional[Callable[[float], Tuple[float, ...]]] = None
+
+
+def _selected(kind: str, threshold_moves: Optional[Callable] = None
+              ) -> BlockRecipe:
+    """A reducer of the selected blocks: the same fraction in each."""
+    return BlockRecipe(kind, stage_counts, above_floor,
+                       threshold_moves=threshold_moves)
+
+
+#: The block reducers a calibration method may name, by the method's name
+#: (the sweep's methods of the same names).
+BLOCK_REDUCERS: Dict[str, BlockRecipe] = {
+    'tome': BlockRecipe('ToMe', tome_stage, half_merged, all_blocks,
+                        lists_blocks=False),
+    # The statistic's scale: factors.
+    'ppt': _selected('PPT', lambda t: (2 * t, t / 2)),
+    # A cosine similarity.
+    'jmp': _selected('JMP', lambda t: tuple(
+        v for v in (t + 0.25, t - 0.25) if -1 <= v <= 1)),
+    'prune': _selected('TokenPruning'),
+    'progressive': _selected('SimilarityPruning'),
+}
 
 
 def least_knob(flops_ratio: Callable[[float], float],

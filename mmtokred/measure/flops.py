@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..ops.attention import key_bias_mode
+from ..reducers import projection_weight
 from ..reducers.costs import Widths
 from ..upstream_fixes import make_mmaction_importable
 
@@ -93,12 +94,6 @@ class ShapeFlops:
         embed, heads = a['embed_dims'], a['num_heads']
         self.widths = Widths(embed, heads, embed // heads,
                              int(embed * a['mlp_ratio']))
-        self.grid = (a['num_frames'] // a['tubelet_size'],
-                     a['img_size'] // a['patch_size'],
-                     a['img_size'] // a['patch_size'])
-        self.depth = a['depth']
-        self.tubelet = a['in_channels'] * a['tubelet_size'] * \
-            a['patch_size']**2
         head = model_cfg['cls_head']
         self.head = head['in_channels'] * head['num_classes']
         # The plan depends on the token grid and the depth only: a backbone
@@ -107,6 +102,13 @@ class ShapeFlops:
         self._planner = MODELS.build(dict(
             model_cfg['backbone'], embed_dims=heads, token_reduction=None,
             pretrained=None, init_cfg=None))
+        # What the backbone, as an adapter of mmtokred.core, reports.
+        self.grid = self._planner.configured_grid
+        self.depth = len(self._planner.blocks)
+        self.prefix = self._planner.num_prefix_tokens
+        #: Pixels of one patch (or tubelet) the projection takes.
+        self.tubelet = projection_weight(
+            self._planner.patch_projection)[0].numel()
         #: JSON of each reduction counted -> (tokens entering every block
         #: and leaving the last, multiply-accumulates).
         self.counted: Dict[str, Tuple[List[int], int]] = {}
@@ -172,7 +174,7 @@ class ShapeFlops:
     def _closed_form(self, reduction: Dict) -> Tuple[List[int], int]:
         planned = self._plan(reduction).token_reduction
         blocks = planned.blocks
-        tokens = planned.plan(self.grid, self.depth).tokens
+        tokens = planned.plan(self.grid, self.depth, self.prefix).tokens
         last = tokens[-1]
         tokens.append(last - (0 if blocks is None else
                               blocks.removal(self.depth - 1, last)))

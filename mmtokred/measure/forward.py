@@ -9,6 +9,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .cpu import cpu_model
+
 #: ``--dtype`` names: what the weights and the clips are cast to.
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
           'fp16': torch.float16}
@@ -91,8 +93,6 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's with the threads torch uses."""
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    # Imported here: .peak times its product with interleaved_times.
-    from .peak import cpu_model
     return f'cpu ({cpu_model()}, {torch.get_num_threads()} threads)'
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.linear import MACHINE, onednn_linear
+from .cpu import cpuinfo, max_ghz
 from .forward import interleaved_times
 
 #: FLOPs per cycle and core, by the best unit a flag names.
@@ -41,40 +42,14 @@ UNITS = {
     torch.bfloat16: ('amx_bf16', 'avx512_bf16', 'avx512f', 'avx2'),
     torch.float16: ('avx512_fp16', 'avx512f', 'avx2'),
 }
-_MAX_FREQ = '/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq'
-
-
-def _cpuinfo() -> Dict[str, str]:
-    fields: Dict[str, str] = {}
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(':')
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return fields
-
-
-def _max_ghz() -> Optional[float]:
-    try:
-        with open(_MAX_FREQ) as f:
-            return int(f.read()) / 1e6  # kHz
-    except (OSError, ValueError):
-        return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo (and lscpu) give it."""
-    return _cpuinfo().get('model name', 'unknown CPU')
 
 
 def cpu_peak(dtype: torch.dtype) -> Optional[Dict]:
     """``dict(gflops, unit, ghz, cores)`` of this CPU for matrix
     products in ``dtype``, or None where /proc/cpuinfo does not tell."""
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = set(info.get('flags', '').split())
-    ghz = _max_ghz()
+    ghz = max_ghz()
     try:
         ghz = ghz or float(info['cpu MHz']) / 1000
     except (KeyError, ValueError):

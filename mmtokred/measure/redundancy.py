@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..ops import tubelet_pixels, window_layout, window_scores
 from ..ops.checks import check_choice
+from ..table import Column, format_table, key
 
 #: The window shapes (t, h, w) reported, and the shares of windows merged.
 WINDOWS = ((2, 1, 1), (1, 1, 2), (1, 2, 2), (2, 2, 2))
@@ -160,22 +161,26 @@ class Redundancy:
         return self.scores[tuple(window)][0].shape[1]
 
 
+def _share_column(index: int, share: float) -> Column:
+    """The cell of a window row at ``share`` merged: absolute / relative."""
+    return Column(f'{share:.0%} merged', lambda row: (
+        f"{row['absolute'][index]:.3g} / {row['relative'][index]:.2f}"))
+
+
 def format_report(report: Redundancy, own: str = '') -> str:
     """A table: per window, the absolute and relative distance at which
     10, 25, 50 and 75% of the windows would merge; then ``own`` (what the
     config's NEPAM merges)."""
-    shares = ''.join(f'{f"{q:.0%} merged":>18}' for q in QUANTILES)
-    lines = [f'{report.views} views, {report.distance} distance over the '
-             'normalised pixels; each cell: absolute / relative to random '
-             'tubelet pairs of the view',
-             f'{"window":<10}{"windows":>8}{shares}']
-    for window in report.windows:
-        absolute = report.share_distances(window)
-        relative = report.share_distances(window, relative=True)
-        cells = ''.join(f'{f"{a:.3g} / {r:.2f}":>18}'
-                        for a, r in zip(absolute, relative))
-        lines.append(f'{"x".join(map(str, window)):<10}'
-                     f'{report.windows_per_view(window):>8}{cells}')
-    if own:
-        lines.append(own)
-    return '\n'.join(lines)
+    rows = [dict(window='x'.join(map(str, window)),
+                 windows=report.windows_per_view(window),
+                 absolute=report.share_distances(window),
+                 relative=report.share_distances(window, relative=True))
+            for window in report.windows]
+    columns = [Column('window', key('window'), 'left'),
+               Column('windows', key('windows'))]
+    columns += [_share_column(i, q) for i, q in enumerate(QUANTILES)]
+    return format_table(
+        columns, rows, rule='',
+        title=f'{report.views} views, {report.distance} distance over the '
+        'normalised pixels; each cell: absolute / relative to random '
+        'tubelet pairs of the view', notes=[own] if own else [])

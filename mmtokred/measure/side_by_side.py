@@ -1,7 +1,7 @@
-"""Several forwards measured side by side: the one routine of the video
-benchmark (:mod:`mmtokred.benchmark.compare`), the timm benchmark
-(:mod:`mmtokred.timm.compare`) and the threshold benchmark
-(:mod:`mmtokred.benchmark.threshold`).
+"""Several forwards measured side by side: the one routine of the
+benchmark driver (:mod:`mmtokred.benchmark.driver`: the video and the image
+families), the engines benchmark (:mod:`mmtokred.benchmark.engines`) and
+the threshold benchmark (:mod:`mmtokred.benchmark.threshold`).
 
 The forwards take turns in every repetition, after warm-up turns, so that a
 noisy neighbour slows them alike (:func:`.forward.interleaved_times`); each

@@ -1,4 +1,5 @@
-"""Thin patches of mmaction's VideoMAE attention and block.
+"""Thin patches of mmaction's VideoMAE attention and block: adapters of
+:mod:`mmtokred.core`, which runs the attention and the reducer slot.
 
 The backbone swaps the classes of its stock modules to these subclasses
 (as ToMe does), so parameters and state-dict keys stay exactly the stock ones.
@@ -12,12 +13,11 @@ from mmaction.models.backbones.vit_mae import Attention, Block
 from mmcv.cnn.bricks.transformer import FFN
 from torch import Tensor
 
-from ..ops import TokenState, attention
+from ..core import TokenReducingAttention, TokenReducingBlock
 from ..ops.checks import check_int
 from ..ops.linear import (capturing_graph, chain_with_linear, cpu_linear,
                           has_forward_hooks, linear, linear_module)
-from ..ops.packed_attention import packed_attention
-from ..reducers import AttentionInputs, BlockReducer
+from ..reducers import AttentionInputs
 
 
 def check_heads(embed_dims: int, num_heads: int, prefix: str = '') -> None:
@@ -35,75 +35,44 @@ def check_heads(embed_dims: int, num_heads: int, prefix: str = '') -> None:
             f'(one of {divisors}), got {prefix}num_heads={num_heads}')
 
 
-class FusedAttention(Attention):
-    """mmaction's Attention through ``scaled_dot_product_attention``.
+class FusedAttention(TokenReducingAttention, Attention):
+    """mmaction's Attention through the core's attention
+    (``scaled_dot_product_attention``, or packed).
 
     Same weights and result; no ``(B, H, N, N)`` matrix is materialised.
     """
 
-    def forward(self,
-                x: Tensor,
-                key_bias: Optional[Tensor] = None,
-                lengths: Optional[Sequence[int]] = None
-                ) -> Tuple[Tensor, AttentionInputs]:
-        """Attend over ``x`` ``(B, N, C)``, adding ``key_bias`` ``(B, N)``
-        (log size, padding) to the logits of each key. With ``lengths``,
-        ``x`` is a packed batch ``(1, sum(lengths), C)`` and each clip
-        attends to itself only.
-
-        Returns:
-            The attention output ``(B, N, C)`` and what it attended with,
-            for token reducers.
-        """
-        B, N, C = x.shape
+    def qkv_heads(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        B, N = x.shape[:2]
         if hasattr(self, 'q_bias'):
             qkv_bias = torch.cat(
                 (self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
             qkv = linear(x, self.qkv.weight, qkv_bias)
         else:
             qkv = linear_module(self.qkv, x)
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads,
-                              -1).permute(2, 0, 3, 1, 4).unbind(0)
-        dropout_p = self.attn_drop.p if self.training else 0.
-        if lengths is None:
-            x = attention(q, k, v, self.scale, key_bias, dropout_p)
-        else:
-            x = packed_attention(q, k, v, self.scale, lengths, key_bias,
-                                 dropout_p)
-        x = self.proj_drop(
-            linear_module(self.proj, x.transpose(1, 2).reshape(B, N, C)))
-        return x, AttentionInputs(q, k, v, self.scale, key_bias)
+        return qkv.reshape(B, N, 3, self.num_heads,
+                           -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def project(self, out: Tensor, x: Tensor) -> Tensor:
+        return self.proj_drop(linear_module(self.proj, out))
 
 
-class ReducibleBlock(Block):
-    """mmaction's pre-norm Block with a token reducer before the MLP.
+class ReducibleBlock(TokenReducingBlock, Block):
+    """mmaction's pre-norm Block with the core's reducer slot before the
+    MLP (layer scale ``gamma_1``/``gamma_2`` where set)."""
 
-    The backbone calls it as ``block(x, state, reducer=..., block_index=...,
-    proportional_attention=...)``: forward pre-hooks see the tokens and
-    their state as ``args[0]`` and ``args[1]``, forward hooks the returned
-    ``(x, state)``.
-    """
-
-    def forward(self,
-                x: Tensor,
-                state: TokenState,
-                reducer: Optional[BlockReducer] = None,
-                block_index: int = 0,
-                proportional_attention: bool = False
-                ) -> Tuple[Tensor, TokenState]:
-        """Run the block on ``x`` ``(B, N, C)`` (packed: ``(1, sum, C)``, see
-        ``state.lengths``); ``reducer`` may shrink N."""
+    def attention_branch(self, x: Tensor, key_bias: Optional[Tensor],
+                         lengths: Optional[Sequence[int]]
+                         ) -> Tuple[Tensor, AttentionInputs]:
         gamma_1 = getattr(self, 'gamma_1', None)
+        attn, inputs = self.attn(self.norm1(x), key_bias, lengths)
+        return self.drop_path(attn if gamma_1 is None else gamma_1 * attn), \
+            inputs
+
+    def mlp_branch(self, x: Tensor) -> Tensor:
         gamma_2 = getattr(self, 'gamma_2', None)
-        key_bias = state.key_bias(proportional_attention)
-        attn, inputs = self.attn(self.norm1(x), key_bias, state.lengths)
-        x = x + self.drop_path(attn if gamma_1 is None else gamma_1 * attn)
-        if reducer is not None:
-            x, state = reducer(x, inputs, state, block_index)
-        del inputs  # frees q, k, v before the MLP: a lower peak
         mlp = self._mlp(self.norm2(x))
-        x = x + self.drop_path(mlp if gamma_2 is None else gamma_2 * mlp)
-        return x, state
+        return self.drop_path(mlp if gamma_2 is None else gamma_2 * mlp)
 
     def _mlp(self, x: Tensor) -> Tensor:
         """``self.mlp(x)``, mmcv's FFN, with its linears through

@@ -255,7 +255,7 @@ class VideoMAEPretrainer(BaseModel):
         if inputs.dim() == 6:  # (B, views, C, T, H, W) from the pipeline
             inputs = inputs.flatten(0, 1)
         grid = self.backbone.configured_grid
-        if self.backbone._check_input(inputs) != grid:
+        if self.backbone.token_grid(inputs) != grid:
             # The decoder's position table is of the configured grid.
             raise ValueError(
                 f'pretraining takes clips of the configured size (token grid '

@@ -1,29 +1,18 @@
-"""VideoMAE backbone with fused attention and pluggable token reduction."""
+"""VideoMAE backbone with fused attention and pluggable token reduction:
+an adapter of :mod:`mmtokred.core`."""
 import inspect
-import warnings
 from typing import Dict, Optional, Tuple
 
-import torch
 import torch.nn.functional as F
 from mmaction.models.backbones.vit_mae import VisionTransformer
 from mmaction.registry import MODELS
 from torch import Tensor, nn
 
-from ..ops import TokenState
+from ..core import TokenReducingBackbone, first_token, mean_pool
 from ..ops.checks import is_int
-from ..ops.packed import first_tokens, pack_padded
-from ..reducers import REDUCERS, build_reducer, build_token_reduction
 from .blocks import FusedAttention, ReducibleBlock, check_heads
 
 _STOCK_SIGNATURE = inspect.signature(VisionTransformer.__init__)
-
-
-def _build_reducer(cfg: Dict) -> nn.Module:
-    """A reducer of :mod:`mmtokred.reducers` by ``type`` (registered there
-    whenever), else one a user registered in mmaction's ``MODELS``."""
-    if isinstance(cfg, dict) and cfg.get('type') in REDUCERS:
-        return build_reducer(cfg)
-    return MODELS.build(cfg)
 
 
 def _check_build_args(args: inspect.BoundArguments) -> None:
@@ -45,7 +34,8 @@ def _check_build_args(args: inspect.BoundArguments) -> None:
 
 
 @MODELS.register_module()
-class TokenReductionVisionTransformer(VisionTransformer):
+class TokenReductionVisionTransformer(TokenReducingBackbone,
+                                      VisionTransformer):
     """mmaction's VideoMAE ``VisionTransformer`` with token reduction.
 
     Takes every argument of the stock class and has the same state-dict keys,
@@ -100,20 +90,14 @@ class TokenReductionVisionTransformer(VisionTransformer):
                 'return_feat_map=True needs the dense (T, H, W) token grid, '
                 'which token_reduction removes: set token_reduction=None or '
                 'return_feat_map=False')
-        reduction = build_token_reduction(token_reduction, len(self.blocks),
-                                          build=_build_reducer)
-        plan = reduction.plan(self.configured_grid, len(self.blocks))
-        if plan.caps:
-            raise reduction.budget_error(
-                plan, 'in the configured clips (token grid '
-                f'{self.configured_grid})')
-        #: Grids of other clip sizes whose budgets were capped, each with
-        #: the warning given once for it.
-        self.capped_budgets: Dict[Tuple[int, int, int], str] = {}
-        #: The reducers and switches, on the device of the weights.
-        self.token_reduction = reduction.to(self.pos_embed.device)
+        super().set_token_reduction(token_reduction)
 
-    def _check_input(self, x: Tensor) -> Tuple[int, int, int]:
+    @property
+    def patch_projection(self) -> nn.Module:
+        """The Conv3d over tubelets, as the input reducers project."""
+        return self.patch_embed.projection
+
+    def token_grid(self, x: Tensor) -> Tuple[int, int, int]:
         """Validate a clip batch and return its (T', H', W') token grid."""
         if x.dim() != 5:
             raise ValueError('the backbone takes clips of shape (B, C, T, H, '
@@ -139,21 +123,9 @@ class TokenReductionVisionTransformer(VisionTransformer):
         return (frames // self.tubelet_size, height // self.patch_size,
                 width // self.patch_size)
 
-    def _check_budget(self, grid: Tuple[int, int, int]) -> None:
-        """Check the reducers on clips of another size than configured: an
-        input budget this grid cannot hold is an error; block budgets over
-        what the blocks see are capped, with one warning per grid."""
-        reduction = self.token_reduction
-        plan = reduction.plan(grid, len(self.blocks))
-        if plan.caps and grid not in self.capped_budgets:
-            self.capped_budgets[grid] = (
-                f'{type(reduction.blocks).__name__} budget capped for '
-                f'clips of token grid {grid} (configured: '
-                f'{self.configured_grid}): {plan.describe_caps()}')
-            warnings.warn(self.capped_budgets[grid], stacklevel=2)
-
-    def _position_embedding(self, h: int, w: int) -> Tensor:
+    def position_embedding(self, grid: Tuple[int, int, int]) -> Tensor:
         """The (1, N, C) position embedding, resized as stock does."""
+        h, w = grid[1:]
         if (h, w) == self.grid_size:
             return self.pos_embed
         pos_embed = self.pos_embed.reshape(-1, *self.grid_size,
@@ -162,43 +134,25 @@ class TokenReductionVisionTransformer(VisionTransformer):
             pos_embed, size=(h, w), mode='bicubic', align_corners=False)
         return pos_embed.permute(0, 2, 3, 1).reshape(1, -1, self.embed_dims)
 
+    def embed(self, x: Tensor, grid: Tuple[int, int, int]) -> Tensor:
+        # The projection leaves the tokens as a transposed view: made
+        # contiguous once here, so that no block copies them again or
+        # adds on strided memory (4% of a ViT-B forward pass on CPU).
+        return self.patch_embed(x)[0].contiguous() + \
+            self.position_embedding(grid)
+
+    def before_blocks(self, x: Tensor) -> Tensor:
+        return self.pos_drop(x)
+
     def forward(self, x: Tensor) -> Tensor:
         """Features ``(B, C)`` of clips ``(B, 3, T, H, W)``.
 
         With ``return_feat_map=True``: ``(B, C, T', H', W')``.
         """
-        t, h, w = self._check_input(x)
-        reduction = self.token_reduction
-        if (t, h, w) != self.configured_grid:
-            self._check_budget((t, h, w))
-        pos_embed = self._position_embedding(h, w)
-        if reduction.input is None:
-            # The projection leaves the tokens as a transposed view: made
-            # contiguous once here, so that no block copies them again or
-            # adds on strided memory (4% of a ViT-B forward pass on CPU).
-            x = self.patch_embed(x)[0].contiguous() + pos_embed
-            state = TokenState()
-        else:
-            x, state = reduction.input(x, self.patch_embed.projection,
-                                       pos_embed, reduction.track_source)
-        if reduction.track_source and state.source is None:
-            state.source = torch.eye(
-                x.shape[1], device=x.device,
-                dtype=x.dtype).expand(x.shape[0], -1, -1)
-        if state.padded and reduction.packed:
-            x, state = pack_padded(x, state)
-        x = self.pos_drop(x)
-        for index, block in enumerate(self.blocks):
-            x, state = block(
-                x, state, reducer=reduction.blocks, block_index=index,
-                proportional_attention=reduction.proportional_attention)
-        x = self.norm(x)
-
+        tokens, state = self.forward_tokens(x)
         if self.return_feat_map:
-            return x.reshape(-1, t, h, w,
-                             self.embed_dims).permute(0, 4, 1, 2, 3)
+            return tokens.reshape(-1, *self.token_grid(x),
+                                  self.embed_dims).permute(0, 4, 1, 2, 3)
         if self.fc_norm is not None:
-            return self.fc_norm(state.pool(x))
-        if state.lengths is not None:  # each clip's first token
-            return x[0, first_tokens(state.lengths, x.device)]
-        return x[:, 0]
+            return self.fc_norm(mean_pool(tokens, state))
+        return first_token(tokens, state)

@@ -7,14 +7,16 @@ A new reducer is a module here that subclasses :class:`InputReducer` or
 :class:`BlockReducer` (or :class:`SelectedBlocksReducer`), is decorated with
 :func:`register`, and is imported below.
 """
-from .base import (STAGES, SWITCHES, AttentionInputs, BlockReducer,
-                   InputReducer, Reducer, TokenReduction,
-                   build_token_reduction, embed, grid_of, projection_weight,
-                   split_prefix)
+from .attention_inputs import AttentionInputs
+from .block_stage import BlockReducer, split_prefix
+from .input_stage import InputReducer, embed, grid_of, projection_weight
+from .reducer import Reducer
 from .registry import REDUCERS, build_reducer, register
 from .selected_blocks import (EVERY_BLOCK, HALF_FLOPS, IMPORTANCE,
                               ImportanceReducer, SelectedBlocksReducer,
                               every_block, proportional_blocks)
+from .token_reduction import (STAGES, SWITCHES, TokenReduction,
+                              build_token_reduction)
 # The reducers: each registers itself.
 from .jmp import JMP  # noqa: E402,I100
 from .nepam import NEPAM

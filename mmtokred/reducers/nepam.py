@@ -8,8 +8,8 @@ from ..ops import (DISTANCES, POSITIONS, REPRESENTATIVES, TokenState,
                    neighbour_merge)
 from ..ops.checks import (check_choice, check_int, check_number,
                           check_window_fits, is_int)
-from .base import InputReducer, embed, grid_of, projection_weight
 from .costs import Widths
+from .input_stage import InputReducer, embed, grid_of, projection_weight
 from .registry import register
 
 

@@ -8,7 +8,7 @@ from ..ops import (TokenState, concentration, keep_tokens, merge_in_rounds,
                    prune)
 from ..ops.checks import check_choice, check_number
 from . import costs
-from .base import AttentionInputs
+from .attention_inputs import AttentionInputs
 from .costs import Widths
 from .registry import register
 from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer

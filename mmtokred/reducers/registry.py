@@ -1,6 +1,6 @@
 """The reducers by name: what ``type`` in a ``token_reduction`` stage
-names. MMAction2's ``MODELS`` gets every entry too (:mod:`mmtokred.models`),
-so the video backbone also builds reducers registered there."""
+names, for every backbone. The one registry of reducers: a new reducer is
+decorated with :func:`register`."""
 from typing import Callable, Dict, Type
 
 from torch import nn

@@ -8,7 +8,8 @@ from ..ops import (KEEP_MEAN, activation_norm_importance,
                    attention_sharpness_importance, pooled_query_importance,
                    random_importance, received_attention_importance)
 from ..ops.checks import check_block_counts, check_choice, check_int
-from .base import AttentionInputs, BlockReducer
+from .attention_inputs import AttentionInputs
+from .block_stage import BlockReducer
 from .costs import Widths
 
 

@@ -8,8 +8,9 @@ from torch import Tensor, nn
 from ..ops import TokenState, prune, similarity_prune_index
 from ..ops.checks import check_choice, check_cosine, check_number
 from . import costs
-from .base import AttentionInputs, InputReducer, embed, grid_of
+from .attention_inputs import AttentionInputs
 from .costs import Widths
+from .input_stage import InputReducer, embed, grid_of
 from .registry import register
 from .selected_blocks import (EVERY_BLOCK, HALF_FLOPS,
                               SelectedBlocksReducer)

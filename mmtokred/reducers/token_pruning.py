@@ -5,7 +5,7 @@ from torch import Tensor
 
 from ..ops import TokenState, prune
 from . import costs
-from .base import AttentionInputs
+from .attention_inputs import AttentionInputs
 from .costs import Widths
 from .registry import register
 from .selected_blocks import EVERY_BLOCK, HALF_FLOPS, ImportanceReducer

@@ -11,7 +11,8 @@ from ..ops.checks import (check_choice, check_cosine, check_counts,
                           check_int, is_int)
 from ..ops.packed import packed_cat
 from . import costs
-from .base import AttentionInputs, BlockReducer, packed_clips
+from .attention_inputs import AttentionInputs
+from .block_stage import BlockReducer, packed_clips
 from .costs import Widths
 from .registry import register
 

@@ -42,7 +42,7 @@ class TimmTokenReductionViT(BaseModule):
             the position embedding resized, every other key required.
         token_reduction: what :func:`~mmtokred.timm.apply_token_reduction`
             takes: ``dict(input=..., blocks=..., proportional_attention=...,
-            track_source=...)``, a name of
+            track_source=..., packed=...)``, a name of
             :data:`mmtokred.timm.PAPER_SETTINGS`, or None (no reduction: the
             features equal timm's).
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``img_size``,

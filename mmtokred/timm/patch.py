@@ -5,27 +5,28 @@ DeiT distilled, with register tokens or not) into one whose blocks and input
 run the reducers of :mod:`mmtokred.reducers`, the VideoMAE backbone's: an
 image is a clip of one frame, and the prefix tokens (class, distillation,
 registers) are the reducers' ``prefix``, never merged or pruned; where
-an input stage keeps a token count per image (NEPAM's threshold), the batch
-is padded as the VideoMAE backbone pads it. With
-``token_reduction=None`` the outputs equal timm's on the same weights.
+the reducers keep a token count per image (NEPAM's or ToMe's threshold),
+the batch runs packed as the VideoMAE backbone's does (both are adapters of
+:mod:`mmtokred.core`). With ``token_reduction=None`` the outputs equal
+timm's on the same weights.
 
 ``token_reduction`` takes the keys of the VideoMAE backbone's
-(``input``, ``blocks``, ``proportional_attention``, ``track_source``); the
-papers' own image settings are in :data:`PAPER_SETTINGS`.
+(``input``, ``blocks``, ``proportional_attention``, ``track_source``,
+``packed``); the papers' own image settings are in :data:`PAPER_SETTINGS`.
 """
 import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
-from ..ops import TokenState, attention, weighted_mean
+from ..core import (TokenReducingAttention, TokenReducingBackbone,
+                    TokenReducingBlock, first_token, mean_pool)
 from ..ops.checks import check_choice
 from ..ops.linear import linear_module
-from ..reducers import AttentionInputs, BlockReducer, build_token_reduction
+from ..reducers import AttentionInputs, grid_of
 
 #: PPT's choices in xjwu1024/PPT ppt_deit.py (``pp_block_adaptive``):
 #: importance from the class token, ``torch.var`` of it as the statistic,
@@ -75,47 +76,45 @@ PAPER_SETTINGS: Dict[str, Dict] = {
 
 
 # --------------------------------------------------------------------------
-# The patch
+# The patch: adapters of mmtokred.core
 # --------------------------------------------------------------------------
-class ReducingAttention(Attention):
-    """timm's ``Attention`` through :func:`mmtokred.ops.attention`, with a
-    key bias and its q, k, v handed to the block's reducer."""
+class ReducingAttention(TokenReducingAttention, Attention):
+    """timm's ``Attention`` (q/k norms, gate and output norm where set)
+    through the core's attention."""
 
-    def forward(self, x: Tensor, key_bias: Optional[Tensor] = None
-                ) -> Tuple[Tensor, AttentionInputs]:
+    def qkv_heads(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         B, N, _ = x.shape
-        gate = getattr(self, 'gate', None)
-        gate = gate(x).sigmoid() if gate is not None else None
         head_dim = getattr(self, 'head_dim', None) or self.qkv.out_features \
             // 3 // self.num_heads
         qkv = linear_module(self.qkv, x).reshape(
             B, N, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        out = attention(q, k, v, self.scale, key_bias,
-                        self.attn_drop.p if self.training else 0.)
-        out = out.transpose(1, 2).reshape(B, N, self.num_heads * head_dim)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def project(self, out: Tensor, x: Tensor) -> Tensor:
         out = self.norm(out) if hasattr(self, 'norm') else out
+        gate = getattr(self, 'gate', None)
         if gate is not None:
-            out = out * gate
-        out = self.proj_drop(linear_module(self.proj, out))
-        return out, AttentionInputs(q, k, v, self.scale, key_bias)
+            out = out * gate(x).sigmoid()
+        return self.proj_drop(linear_module(self.proj, out))
 
 
-class ReducingBlock(Block):
-    """timm's pre-norm ``Block`` with a token reducer before the MLP."""
+class ReducingBlock(TokenReducingBlock, Block):
+    """timm's pre-norm ``Block`` with the core's reducer slot before the
+    MLP."""
 
-    def forward(self, x: Tensor, state: TokenState,
-                reducer: Optional[BlockReducer] = None, block_index: int = 0,
-                proportional_attention: bool = False
-                ) -> Tuple[Tensor, TokenState]:
-        key_bias = state.key_bias(proportional_attention)
-        out, inputs = self.attn(self.norm1(x), key_bias)
-        x = x + self.drop_path1(self.ls1(out))
-        if reducer is not None:
-            x, state = reducer(x, inputs, state, block_index)
-        del inputs
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), state
+    def attention_branch(self, x: Tensor, key_bias: Optional[Tensor],
+                         lengths: Optional[Sequence[int]]
+                         ) -> Tuple[Tensor, AttentionInputs]:
+        out, inputs = self.attn(self.norm1(x), key_bias, lengths)
+        return self.drop_path1(self.ls1(out)), inputs
+
+    def mlp_branch(self, x: Tensor) -> Tensor:
+        return self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+#: Pooling a packed batch can do: the size-weighted mean, the class token.
+PACKED_POOLS = ('avg', 'token')
 
 
 def _check_model(model: nn.Module) -> None:
@@ -148,8 +147,8 @@ def apply_token_reduction(model: nn.Module,
     Args:
         model: a timm ViT or DeiT (distilled included).
         token_reduction: ``dict(input=..., blocks=...,
-            proportional_attention=False, track_source=False)`` (reducers of
-            :mod:`mmtokred.reducers` by ``type``), a name of
+            proportional_attention=False, track_source=False, packed=True)``
+            (reducers of :mod:`mmtokred.reducers` by ``type``), a name of
             :data:`PAPER_SETTINGS`, or None: no reduction (outputs equal
             timm's).
 
@@ -160,89 +159,84 @@ def apply_token_reduction(model: nn.Module,
     if isinstance(token_reduction, str):
         check_choice('token_reduction', token_reduction, tuple(PAPER_SETTINGS))
         token_reduction = PAPER_SETTINGS[token_reduction]
-    prefix = model.num_prefix_tokens
-    reduction = build_token_reduction(token_reduction, len(model.blocks),
-                                      prefix, packing=False)
-    # An image is a clip of one frame: the token grid is (1, H', W').
-    plan = reduction.plan((1, *model.patch_embed.grid_size),
-                          len(model.blocks), prefix)
-    if plan.caps:
-        raise reduction.budget_error(
-            plan, f'({prefix} prefix tokens included)')
-
+    stock = [(m, type(m)) for m in (model, *model.blocks,
+                                    *(b.attn for b in model.blocks))]
     for block in model.blocks:
         block.__class__ = ReducingBlock
         block.attn.__class__ = ReducingAttention
     if not isinstance(model, TokenReductionMixin):
         model.__class__ = type(f'TokenReduction{type(model).__name__}',
                                (TokenReductionMixin, type(model)), {})
-    model.token_reduction = reduction.to(
-        next(model.parameters()).device)
+    # An image is a clip of one frame: the token grid is (1, H', W').
+    model.configured_grid = (1, *model.patch_embed.grid_size)
+    try:
+        model.set_token_reduction(token_reduction)
+        _check_pool(model)
+    except (TypeError, ValueError):  # a refused config leaves it as it was
+        for module, cls in stock:
+            module.__class__ = cls
+        raise
     return model
 
 
-def _with_prefix(state: TokenState, tokens: Tensor,
-                 prefix: int) -> TokenState:
-    """The state of ``prefix`` tokens (one patch each, holding no input
-    patch: source columns are the prefix's, then the patches') followed by
-    ``tokens`` of ``state``."""
-    if state.size is None and state.source is None:
-        return state
-    sizes = state.sizes_like(tokens)
-    size = torch.cat([sizes.new_ones(sizes.shape[0], prefix, 1), sizes], 1)
-    source = None
-    if state.source is not None:
-        eye = torch.eye(prefix, dtype=state.source.dtype,
-                        device=tokens.device).expand(tokens.shape[0], -1, -1)
-        source = torch.cat([F.pad(eye, (0, state.source.shape[-1])),
-                            F.pad(state.source, (prefix, 0))], 1)
-    return TokenState(size=size, source=source, padded=state.padded)
+def _check_pool(model: nn.Module) -> None:
+    if model.token_reduction.runs_packed and \
+            model.global_pool not in PACKED_POOLS:
+        raise ValueError(
+            f'global_pool={model.global_pool!r}: a packed batch (this '
+            f'token_reduction keeps a token count per image) pools by one '
+            f'of {PACKED_POOLS}; set token_reduction.packed=False or '
+            'global_pool to one of them')
 
 
-class TokenReductionMixin:
-    """The forward pass of a patched timm ViT: the input stage, the blocks
-    with their reducer, and size-weighted average pooling."""
+class TokenReductionMixin(TokenReducingBackbone):
+    """A patched timm ViT as an adapter of :mod:`mmtokred.core`: its patch
+    and position embedding, prefix tokens, pre-norm, and pooling."""
 
-    def forward_tokens(self, x: Tensor) -> Tuple[Tensor, TokenState]:
-        """Tokens after the final norm ``(B, N', C)`` and their state."""
+    @property
+    def patch_projection(self) -> nn.Module:
+        return self.patch_embed.proj
+
+    def token_grid(self, x: Tensor) -> Tuple[int, int, int]:
+        return grid_of(x[:, :, None], self.patch_embed.proj)
+
+    def embed(self, x: Tensor, grid: Tuple[int, int, int]) -> Tensor:
+        return self._pos_embed(self.patch_embed(x))
+
+    def position_embedding(self, grid: Tuple[int, int, int]) -> Tensor:
+        return self.pos_embed
+
+    def clips(self, x: Tensor) -> Tensor:
+        return x[:, :, None]
+
+    def join_prefix(self, tokens: Tensor) -> Tensor:
+        """The prefix tokens (class, distillation, registers) as the
+        model's own ``_pos_embed`` makes them, from one dummy image, before
+        ``tokens``."""
         prefix = self.num_prefix_tokens
-        reduction = self.token_reduction
-        if reduction.input is None:
-            x = self._pos_embed(self.patch_embed(x))
-            state = TokenState()
-        else:
-            tokens, state = reduction.input(
-                x[:, :, None], self.patch_embed.proj, self.pos_embed,
-                reduction.track_source)
-            # The prefix tokens (class, distillation, registers) as the
-            # model's own _pos_embed makes them, from one dummy image.
-            dummy = self.pos_embed.new_zeros(
-                1, math.prod(self.patch_embed.grid_size), tokens.shape[-1])
-            prefix_x = self._pos_embed(dummy)[:, :prefix].to(tokens.dtype)
-            x = torch.cat([prefix_x.expand(tokens.shape[0], -1, -1),
-                           self.pos_drop(tokens)], 1)
-            state = _with_prefix(state, tokens, prefix)
-        if reduction.track_source and state.source is None:
-            state.source = torch.eye(x.shape[1], device=x.device,
-                                     dtype=x.dtype).expand(x.shape[0], -1, -1)
-        x = self.norm_pre(self.patch_drop(x))
-        for index, block in enumerate(self.blocks):
-            x, state = block(
-                x, state, reducer=reduction.blocks, block_index=index,
-                proportional_attention=reduction.proportional_attention)
-        return self.norm(x), state
+        if not prefix:
+            return self.pos_drop(tokens)
+        dummy = self.pos_embed.new_zeros(
+            1, math.prod(self.patch_embed.grid_size), tokens.shape[-1])
+        prefix_x = self._pos_embed(dummy)[:, :prefix].to(tokens.dtype)
+        return torch.cat([prefix_x.expand(tokens.shape[0], -1, -1),
+                          self.pos_drop(tokens)], 1)
+
+    def before_blocks(self, x: Tensor) -> Tensor:
+        return self.norm_pre(self.patch_drop(x))
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.forward_tokens(x)[0]
 
     def forward(self, x: Tensor) -> Tensor:
         x, state = self.forward_tokens(x)
-        if self.global_pool == 'avg' and state.size is not None:
-            # Merged tokens stand for several patches: weigh them so.
-            prefix = self.num_prefix_tokens
-            pooled = weighted_mean(x[:, prefix:], state.size[:, prefix:])
-            return self.head(self.head_drop(self.fc_norm(pooled)))
-        return self.forward_head(x)
+        if state.lengths is None and (state.size is None
+                                      or self.global_pool != 'avg'):
+            return self.forward_head(x)
+        # Merged tokens stand for several patches: weigh them so.
+        pooled = mean_pool(x, state, self.num_prefix_tokens) \
+            if self.global_pool == 'avg' else first_token(x, state)
+        return self.head(self.head_drop(self.fc_norm(pooled)))
 
 
 __all__ = ['apply_token_reduction', 'OFFICIAL_PPT', 'PAPER_SETTINGS',
